@@ -1,0 +1,434 @@
+"""Write checked spec documents to the database, and read operations back as specs.
+
+Applying is idempotent: each document is compared with what the database holds in the
+same canonical form, and only a difference is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from campflow.catalog import load_known
+from campflow.errors import NotFound, Problem, SpecError
+from campflow.validate import Document, check_batch, is_template_path, read_specs, resolve_template_path
+from campflow.yamlsource import SourceDocument
+from models import (
+    Collaborator,
+    Condition,
+    CustomField,
+    EntityType,
+    EventCode,
+    Family,
+    FieldAlias,
+    Folder,
+    Operation,
+    Question,
+    Questionnaire,
+    Route,
+    State,
+    Step,
+)
+from models.specs import OperationSpec
+
+APPLY_ORDER = ("Family", "State", "EntityType", "Collaborator", "FieldDictionary",
+               "Questionnaire", "Operation")
+DATE_KEYS = ("starts_at", "ends_at", "run_at")
+
+
+@dataclass(frozen=True)
+class Applied:
+    kind: str
+    code: str
+    outcome: str  # created | updated | unchanged
+    place: str
+
+
+def apply_path(session: Session, target: Path, *, check_only: bool = False) -> list[Applied]:
+    """Check every document under `target`, then write them all or nothing."""
+    documents, problems = read_specs(target)
+    return apply_documents(session, documents, problems, check_only=check_only)
+
+
+def apply_documents(session: Session, documents: Sequence[Document], problems: list[Problem],
+                    *, check_only: bool = False) -> list[Applied]:
+    known = load_known(session)
+    problems = problems + check_batch(documents, known)
+    if problems:
+        raise SpecError(problems, f"{len(problems)} problem(s); nothing was written")
+    ordered = sorted(documents, key=lambda d: APPLY_ORDER.index(d.kind))
+    results = []
+    for doc in ordered:
+        outcome = "checked" if check_only else WRITERS[doc.kind](session, doc)
+        results.append(Applied(doc.kind, doc.spec.code, outcome, doc.place()))  # type: ignore[attr-defined]
+        session.flush()
+    return results
+
+
+# ---------------------------------------------------------------- reference kinds
+
+
+def _upsert(session: Session, model: type, keys: dict[str, Any], values: dict[str, Any]) -> str:
+    row = session.scalars(select(model).filter_by(**keys)).one_or_none()
+    if row is None:
+        session.add(model(**keys, **values))
+        return "created"
+    changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+    for key, value in changed.items():
+        setattr(row, key, value)
+    return "updated" if changed else "unchanged"
+
+
+def write_family(session: Session, doc: Document) -> str:
+    s: Any = doc.spec
+    return _upsert(session, Family, {"code": s.code}, {"label": s.label, "groups": list(s.groups)})
+
+
+def write_state(session: Session, doc: Document) -> str:
+    s: Any = doc.spec
+    return _upsert(session, State, {"code": s.code, "applies_to": s.applies_to},
+                   {"label": s.label, "final": s.final, "position": s.position})
+
+
+def write_entity_type(session: Session, doc: Document) -> str:
+    s: Any = doc.spec
+    return _upsert(session, EntityType, {"code": s.code}, {
+        "label": s.label, "applies_to": s.applies_to, "field_requirements": dict(s.fields)})
+
+
+def write_collaborator(session: Session, doc: Document) -> str:
+    s: Any = doc.spec
+    return _upsert(session, Collaborator, {"code": s.code},
+                   {"name": s.name, "email": s.email, "groups": list(s.groups)})
+
+
+def write_field_dictionary(session: Session, doc: Document) -> str:
+    s: Any = doc.spec
+    outcomes = set()
+    kept = set()
+    for alias, target in s.aliases.items():
+        kept.add(alias.lower())
+        outcomes.add(_upsert(session, FieldAlias, {"alias_key": alias.lower()},
+                             {"dictionary": s.code, "alias": alias, "target": target}))
+    stale = session.execute(delete(FieldAlias).where(
+        FieldAlias.dictionary == s.code, FieldAlias.alias_key.not_in(kept)))
+    for table, fields in s.custom_fields.items():
+        for name, custom in fields.items():
+            outcomes.add(_upsert(session, CustomField, {"table_name": table, "name": name.lower()}, {
+                "indexed": bool(custom and custom.indexed), "label": custom.label if custom else None}))
+    if stale.rowcount:
+        outcomes.add("updated")
+    return _combine(outcomes)
+
+
+def _combine(outcomes: set[str]) -> str:
+    if outcomes <= {"unchanged"}:
+        return "unchanged"
+    return "created" if outcomes == {"created"} else "updated"
+
+
+def write_questionnaire(session: Session, doc: Document) -> str:
+    s: Any = doc.spec
+    outcome = _upsert(session, Questionnaire, {"code": s.code}, {"label": s.label})
+    session.flush()
+    questionnaire_id = session.scalar(select(Questionnaire.id).where(Questionnaire.code == s.code))
+    outcomes = {outcome}
+    for position, q in enumerate(s.questions):
+        outcomes.add(_upsert(session, Question, {"questionnaire_id": questionnaire_id, "code": q.code}, {
+            "label": q.label, "type": q.type, "choices": list(q.choices), "required": q.required,
+            "position": position}))
+    removed = session.execute(delete(Question).where(
+        Question.questionnaire_id == questionnaire_id,
+        Question.code.not_in([q.code for q in s.questions])))
+    if outcome == "created":
+        return outcome
+    return "updated" if removed.rowcount or outcomes - {"unchanged"} else "unchanged"
+
+
+# ---------------------------------------------------------------- operations
+
+
+def canonical_operation(spec: OperationSpec, base: Path) -> dict[str, Any]:
+    """The operation as plain data: defaults dropped, local dates, absolute paths."""
+    data = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    zone = zoneinfo.ZoneInfo(spec.timezone)
+    _normalise(data, zone, base)
+    return data
+
+
+def _normalise(node: Any, zone: zoneinfo.ZoneInfo, base: Path) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _normalise(item, zone, base)
+        return
+    if not isinstance(node, dict):
+        return
+    for key in DATE_KEYS:
+        if node.get(key):
+            node[key] = local_text(dt.datetime.fromisoformat(node[key]), zone)
+    for key in ("email", "document"):
+        block = node.get(key)
+        if not block:
+            continue
+        for name in ("body", "text_body", "template"):
+            value = block.get(name)
+            if value and (name == "template" or is_template_path(value)):
+                block[name] = str(resolve_template_path(value, base).resolve())
+        if block.get("attachments"):
+            block["attachments"] = [str(resolve_template_path(a, base).resolve())
+                                    for a in block["attachments"]]
+    for child in node.get("steps") or ():
+        _normalise(child, zone, base)
+
+
+def local_text(value: dt.datetime, zone: zoneinfo.ZoneInfo) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(zone).replace(tzinfo=None)
+    return value.isoformat(timespec="seconds" if value.second else "minutes")
+
+
+def aware(text: str | None, zone: zoneinfo.ZoneInfo) -> dt.datetime | None:
+    if not text:
+        return None
+    value = dt.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=zone)
+
+
+def write_operation(session: Session, doc: Document) -> str:
+    spec: OperationSpec = doc.spec  # type: ignore[assignment]
+    wanted = canonical_operation(spec, doc.source.path.parent)
+    existing = session.scalars(select(Operation).where(Operation.code == spec.code)).one_or_none()
+    if existing is not None and export_operation(session, spec.code) == wanted:
+        return "unchanged"
+    operation = existing or Operation(code=spec.code)
+    zone = zoneinfo.ZoneInfo(spec.timezone)
+    operation.label = spec.label
+    operation.folder_id = ensure_folder(session, spec.folder)
+    operation.family_id = _id_of(session, Family, spec.family)
+    operation.type_id = _id_of(session, EntityType, spec.type)
+    operation.responsible_id = _id_of(session, Collaborator, spec.responsible)
+    operation.state = spec.state
+    operation.starts_at = aware(wanted.get("starts_at"), zone)
+    operation.ends_at = aware(wanted.get("ends_at"), zone)
+    operation.timezone = spec.timezone
+    operation.cadence = spec.cadence
+    operation.location = spec.location
+    operation.description = spec.description
+    operation.progress = spec.progress
+    operation.party_kinds = list(spec.party_kinds)
+    operation.is_template = spec.template
+    operation.attach_messages_to_events = spec.attach_messages_to_events
+    operation.source_file = str(doc.source.path.resolve()) if doc.source.path.name else None
+    session.add(operation)
+    session.flush()
+    write_steps(session, operation, wanted.get("steps", []), zone)
+    return "updated" if existing is not None else "created"
+
+
+def _id_of(session: Session, model: type, code: str | None) -> int | None:
+    return session.scalar(select(model.id).where(model.code == code)) if code else None
+
+
+def ensure_folder(session: Session, path: Sequence[str]) -> int | None:
+    """The folder at `path` (labels from the root), created when missing."""
+    parent_id = None
+    for label in path:
+        found = session.scalar(select(Folder.id).where(
+            Folder.parent_id.is_(None) if parent_id is None else Folder.parent_id == parent_id,
+            Folder.label == label))
+        if found is None:
+            folder = Folder(parent_id=parent_id, label=label)
+            session.add(folder)
+            session.flush()
+            found = folder.id
+        parent_id = found
+    return parent_id
+
+
+SETTING_KEYS = ("email", "document", "labels", "columns", "options")
+
+
+def write_steps(session: Session, operation: Operation, steps: list[dict[str, Any]],
+                zone: zoneinfo.ZoneInfo) -> None:
+    """Upsert steps by code (keeping their targets), then rewrite routes and conditions."""
+    rows = {s.code: s for s in session.scalars(select(Step).where(Step.operation_id == operation.id))}
+    flat = list(_flatten(steps, None))
+    wanted_codes = {data["code"] for data, _ in flat}
+    for code, row in rows.items():
+        if code not in wanted_codes:
+            session.delete(row)
+    session.execute(delete(Route).where(Route.step_id.in_([r.id for r in rows.values()])))
+    session.execute(delete(Condition).where(Condition.where_step_id.in_([r.id for r in rows.values()])))
+    session.flush()
+    # park positions out of the way so reordering never collides
+    by_code: dict[str, Step] = {}
+    for position, (data, parent_code) in enumerate(flat):
+        row = rows.get(data["code"]) or Step(operation_id=operation.id, code=data["code"])
+        row.parent_id = by_code[parent_code].id if parent_code else None
+        row.position = position
+        row.label = data["label"]
+        row.kind = data.get("kind")
+        row.state = data.get("state")
+        row.type_id = _id_of(session, EntityType, data.get("type"))
+        row.event_code = data.get("event")
+        row.questionnaire_id = _id_of(session, Questionnaire, data.get("questionnaire"))
+        row.run_at = aware(data.get("run_at"), zone)
+        row.is_template = data.get("template", False)
+        row.default_route = "next" not in data
+        row.where_formula = (data.get("where") or {}).get("formula")
+        row.settings = {k: data[k] for k in SETTING_KEYS if k in data}
+        session.add(row)
+        session.flush()
+        by_code[row.code] = row
+        if row.event_code:
+            session.execute(insert(EventCode).values(code=row.event_code).on_conflict_do_nothing())
+    for data, _ in flat:
+        step = by_code[data["code"]]
+        for position, route in enumerate(data.get("next", [])):
+            row = Route(step_id=step.id, to_step_id=by_code[route["to"]].id, position=position,
+                        formula=route.get("formula"), when_status=route.get("when_status", ["ok_continue"]))
+            row.conditions = _conditions(route.get("conditions", {}))
+            session.add(row)
+        for condition in _conditions((data.get("where") or {}).get("conditions", {})):
+            condition.where_step_id = step.id
+            session.add(condition)
+
+
+def _flatten(steps: list[dict[str, Any]], parent: str | None):
+    for data in steps:
+        yield data, parent
+        yield from _flatten(data.get("steps", []), data["code"])
+
+
+def _conditions(conditions: dict[str, dict[str, Any]]) -> list[Condition]:
+    return [Condition(code=code, position=i, definition=definition,
+                      kind=next(k for k in ("answer", "field", "party_kind", "status") if k in definition))
+            for i, (code, definition) in enumerate(conditions.items())]
+
+
+def export_operation(session: Session, code: str) -> dict[str, Any]:
+    """The operation as the canonical spec data (what `apply` compares against)."""
+    op = session.scalars(select(Operation).where(Operation.code == code)).one_or_none()
+    if op is None:
+        raise NotFound(f"no operation {code}")
+    zone = zoneinfo.ZoneInfo(op.timezone)
+    data: dict[str, Any] = {"kind": "Operation", "code": op.code, "label": op.label,
+                            "folder": folder_path(session, op.folder_id)}
+    data["family"] = _code_of(session, Family, op.family_id)
+    data["type"] = _code_of(session, EntityType, op.type_id)
+    data["state"] = op.state
+    data["starts_at"] = local_text(op.starts_at, zone) if op.starts_at else None
+    data["ends_at"] = local_text(op.ends_at, zone) if op.ends_at else None
+    data.update(timezone=op.timezone, cadence=op.cadence,
+                responsible=_code_of(session, Collaborator, op.responsible_id),
+                location=op.location, description=op.description, progress=op.progress,
+                party_kinds=list(op.party_kinds), template=op.is_template,
+                attach_messages_to_events=op.attach_messages_to_events,
+                steps=export_steps(session, op.id, zone))
+    spec = OperationSpec.model_validate({k: v for k, v in data.items() if v is not None})
+    return canonical_operation(spec, Path("/"))
+
+
+def export_steps(session: Session, operation_id: int, zone: zoneinfo.ZoneInfo) -> list[dict[str, Any]]:
+    steps = list(session.scalars(select(Step).where(Step.operation_id == operation_id).order_by(Step.position)))
+    codes = {s.id: s.code for s in steps}
+    routes: dict[int, list[Route]] = {}
+    for route in session.scalars(select(Route).where(Route.step_id.in_(codes)).order_by(Route.position)):
+        routes.setdefault(route.step_id, []).append(route)
+    conditions: dict[tuple[str, int], list[Condition]] = {}
+    for c in session.scalars(select(Condition).where(
+            (Condition.route_id.in_([r.id for rs in routes.values() for r in rs]))
+            | Condition.where_step_id.in_(codes)).order_by(Condition.position)):
+        key = ("route", c.route_id) if c.route_id else ("where", c.where_step_id)
+        conditions.setdefault(key, []).append(c)  # type: ignore[arg-type]
+    children: dict[int | None, list[dict[str, Any]]] = {}
+    for step in steps:
+        data: dict[str, Any] = {"code": step.code, "label": step.label, "kind": step.kind,
+                                "type": _code_of(session, EntityType, step.type_id),
+                                "state": step.state, "event": step.event_code,
+                                "questionnaire": _code_of(session, Questionnaire, step.questionnaire_id),
+                                "run_at": local_text(step.run_at, zone) if step.run_at else None,
+                                "template": step.is_template, **step.settings}
+        if not step.default_route:
+            data["next"] = [{"to": codes[r.to_step_id], "formula": r.formula, "when_status": r.when_status,
+                             "conditions": {c.code: c.definition for c in conditions.get(("route", r.id), [])}}
+                            for r in routes.get(step.id, [])]
+        where = conditions.get(("where", step.id))
+        if where or step.where_formula:
+            data["where"] = {"formula": step.where_formula,
+                             "conditions": {c.code: c.definition for c in where or []}}
+        data = _drop_none(data)
+        data["steps"] = children.setdefault(step.id, [])
+        children.setdefault(step.parent_id, []).append(data)
+    for data in (d for ds in children.values() for d in ds):
+        if not data["steps"] or data.get("kind"):
+            data.pop("steps")
+    return children.get(None, [])
+
+
+def _drop_none(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _drop_none(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [_drop_none(v) for v in data]
+    return data
+
+
+def _code_of(session: Session, model: type, row_id: int | None) -> str | None:
+    return session.scalar(select(model.code).where(model.id == row_id)) if row_id else None
+
+
+def folder_path(session: Session, folder_id: int | None) -> list[str]:
+    path: list[str] = []
+    while folder_id is not None:
+        label, folder_id = session.execute(
+            select(Folder.label, Folder.parent_id).where(Folder.id == folder_id)).one()
+        path.insert(0, label)
+    return path
+
+
+def relative_paths(data: Any, base: Path) -> Any:
+    """Write absolute template paths relative to the folder an export is saved in."""
+    if isinstance(data, list):
+        return [relative_paths(v, base) for v in data]
+    if not isinstance(data, dict):
+        return data
+    result = {}
+    for key, value in data.items():
+        if key in ("body", "text_body", "template") and isinstance(value, str) and os.path.isabs(value):
+            value = os.path.relpath(value, base)
+        elif key == "attachments":
+            value = [os.path.relpath(v, base) for v in value]
+        result[key] = relative_paths(value, base)
+    return result
+
+
+def document_from_data(data: dict[str, Any], origin: str) -> Document:
+    """A document built in code (ops new, steps load-template), checked like a file's."""
+    from campflow.validate import parse_document
+
+    source = SourceDocument(Path(origin), 0, data, 0)
+    doc, problems = parse_document(source)
+    if doc is None:
+        raise SpecError(problems, "nothing was written")
+    return doc
+
+
+WRITERS = {
+    "Family": write_family,
+    "State": write_state,
+    "EntityType": write_entity_type,
+    "Collaborator": write_collaborator,
+    "FieldDictionary": write_field_dictionary,
+    "Questionnaire": write_questionnaire,
+    "Operation": write_operation,
+}

@@ -1,0 +1,48 @@
+"""The `campflow` command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from campflow.cli import ops, specs, targeting
+from campflow.cli.common import console, err_console
+from campflow.errors import CampflowError
+
+app = typer.Typer(
+    name="campflow",
+    help="Marketing operations run as Prefect flows, with all business state in PostgreSQL.\n\n"
+    "Example: campflow apply examples/specs && campflow ops tree",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+specs.register(app)
+ops.register(app)
+targeting.register(app)
+
+
+def main() -> None:
+    """Run the CLI; domain errors print one clear message and exit 1."""
+    try:
+        app(standalone_mode=False)
+    except CampflowError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(1)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    except Exception as exc:  # click's usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise
+    _ = console
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,86 @@
+"""`campflow apply`, `campflow export`, `campflow db`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from campflow import db
+from campflow.cli.common import console, escape, err_console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("apply")(apply)
+    app.command("export")(export)
+    db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+    db_app.command("upgrade")(upgrade)
+    db_app.command("url")(show_url)
+    app.add_typer(db_app, name="db")
+
+
+def upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Create or upgrade campflow's tables (Alembic migrations).
+
+    Example: campflow db upgrade
+    """
+    db.upgrade(revision)
+    console.print(f"database at revision [bold]{db.current_revision()}[/]")
+
+
+def show_url() -> None:
+    """Print the database URL in use (embedded PostgreSQL when none is configured).
+
+    Example: psql "$(campflow db url | sed 's/+psycopg//')"
+    """
+    from sqlalchemy.engine import make_url
+
+    print(make_url(db.database_url()).render_as_string(hide_password=True))
+
+
+def apply(
+    target: Annotated[Path, typer.Argument(help="A spec file, or a folder of .yaml files.")],
+    check: Annotated[bool, typer.Option("--check", help="Validate only; write nothing.")] = False,
+) -> None:
+    """Apply spec documents (Operation, Questionnaire, Family, EntityType, State,
+    FieldDictionary, Collaborator). Idempotent; all or nothing.
+
+    Example: campflow apply examples/specs --check
+    """
+    from campflow.apply import apply_path
+
+    with db.session() as session:
+        results = apply_path(session, target, check_only=check)
+    for r in results:
+        colour = {"created": "green", "updated": "yellow", "unchanged": "dim", "checked": "cyan"}[r.outcome]
+        console.print(f"[{colour}]{r.outcome:9}[/] {r.kind} {escape(r.code)}  [dim]{escape(r.place)}[/]")
+    if check:
+        console.print(f"{len(results)} document(s) valid; nothing written (--check)")
+
+
+def export(
+    operation: Annotated[str, typer.Argument(help="Operation code.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file "
+                      "(template paths made relative to it) instead of standard output.")] = None,
+) -> None:
+    """Write an operation back as a spec; applying it changes nothing.
+
+    Example: campflow export SALON-ERP-2026 -o salon.yaml
+    """
+    from campflow.apply import export_operation, relative_paths
+
+    with db.session() as session:
+        data = export_operation(session, operation)
+    if output:
+        data = relative_paths(data, output.resolve().parent)
+    text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=100)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        err_console.print(f"wrote {output}")
+    else:
+        print(text, end="")

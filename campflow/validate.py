@@ -1,0 +1,439 @@
+"""Read spec files and check them as a whole; every problem is listed with its line."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from campflow.catalog import Known, QuestionInfo
+from campflow.errors import FormulaError, Problem
+from campflow.yamlsource import SourceDocument, load_documents, spec_files
+from flows.fields import FieldCatalog, parse_template_fields
+from flows.formula import check_names, parse_formula
+from flows.graph import CycleError, StepNode, topological_order
+from models.specs import (
+    SPEC_KINDS,
+    ConditionSpec,
+    ConditionsSpec,
+    OperationSpec,
+    QuestionnaireSpec,
+    StepSpec,
+    Strict,
+)
+
+TEMPLATE_SUFFIXES = (".html", ".htm", ".txt", ".rtf", ".j2")
+Loc = tuple[Any, ...]
+
+
+@dataclass
+class Document:
+    """A spec document that passed its schema."""
+
+    source: SourceDocument
+    spec: Strict
+
+    @property
+    def kind(self) -> str:
+        return type(self.spec).__name__.removesuffix("Spec")
+
+    def place(self, loc: Loc = ()) -> str:
+        return self.source.place(loc)
+
+
+def closest(word: str, names: Iterable[str]) -> str:
+    """`; did you mean X?` or a short list of what exists."""
+    names = sorted(set(names))
+    match = difflib.get_close_matches(word, names, n=3, cutoff=0.5)
+    if match:
+        return f"; did you mean {', '.join(match)}?"
+    return f"; known: {', '.join(names[:12])}" if names else "; none is defined yet"
+
+
+def read_specs(target: Path) -> tuple[list[Document], list[Problem]]:
+    """Parse every document of a file or folder against its schema."""
+    if not target.exists():
+        return [], [Problem(str(target), "no such file or folder")]
+    documents: list[Document] = []
+    problems: list[Problem] = []
+    files = list(spec_files(target))
+    if not files:
+        problems.append(Problem(str(target), "no .yaml or .yml file here"))
+    for path in files:
+        sources, found = load_documents(path)
+        problems += found
+        for source in sources:
+            doc, found = parse_document(source)
+            problems += found
+            if doc:
+                documents.append(doc)
+    return documents, problems
+
+
+def parse_document(source: SourceDocument) -> tuple[Document | None, list[Problem]]:
+    data = source.data
+    if not isinstance(data, dict):
+        return None, [Problem(source.place(), "a spec document is a mapping with `kind:`")]
+    kind = data.get("kind")
+    model = SPEC_KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        return None, [Problem(source.place(("kind",)),
+                              f"unknown kind {kind!r}{closest(str(kind), SPEC_KINDS)}")]
+    try:
+        return Document(source, model.model_validate(data)), []
+    except ValidationError as exc:
+        return None, [_schema_problem(source, model, error) for error in exc.errors()]
+
+
+def _schema_problem(source: SourceDocument, model: type[Strict], error: dict) -> Problem:
+    loc = tuple(error["loc"])
+    # pydantic names union/tagged branches in loc; keep only the path into the data
+    path = tuple(part for part in loc if isinstance(part, int) or part in _keys_on_path(source.data, loc))
+    where = ".".join(str(p) for p in path) or source.data.get("kind", "document")
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, path[:-1], source.data)
+        message = f"unknown key {path[-1]!r}{closest(str(path[-1]), allowed)}"
+    elif error["type"] == "missing":
+        message = f"`{path[-1]}` is required" if path else "a required key is missing"
+        return Problem(source.place(path[:-1]), f"{'.'.join(map(str, path[:-1])) or 'document'}: {message}")
+    return Problem(source.place(path), f"{where}: {message}")
+
+
+def _keys_on_path(data: Any, loc: Loc) -> set[Any]:
+    keys: set[Any] = set()
+    node = data
+    for part in loc:
+        keys.add(part)
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        elif isinstance(node, dict):
+            keys.discard(part)
+    return keys
+
+
+def _allowed_keys(model: type[Strict], path: Loc, data: Any) -> list[str]:
+    """The keys the schema accepts at `path` (for 'did you mean')."""
+    node_model: Any = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = node_model.model_fields.get(part) if hasattr(node_model, "model_fields") else None
+        if field is None:
+            return []
+        node_model = _inner_model(field.annotation)
+    if not hasattr(node_model, "model_fields"):
+        return []
+    return [f.alias or name for name, f in node_model.model_fields.items()]
+
+
+def _inner_model(annotation: Any) -> Any:
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return annotation if isinstance(annotation, type) and issubclass(annotation, Strict) else None
+
+
+# ---------------------------------------------------------------- whole-batch checks
+
+
+def check_batch(documents: Sequence[Document], known: Known) -> list[Problem]:
+    """Checks that need the other documents or the database; also overlays `known`."""
+    problems: list[Problem] = []
+    seen: dict[tuple[str, str], Document] = {}
+    for doc in documents:
+        key = (doc.kind, getattr(doc.spec, "code", ""))
+        if key in seen:
+            problems.append(Problem(doc.place(("code",)), f"duplicate {doc.kind} code {key[1]} "
+                                    f"(also at {seen[key].place(('code',))})"))
+        seen[key] = doc
+    overlay(documents, known)
+    for doc in documents:
+        if isinstance(doc.spec, QuestionnaireSpec):
+            problems += check_questionnaire(doc, known)
+        elif isinstance(doc.spec, OperationSpec):
+            problems += OperationCheck(doc, known).run()
+    return problems
+
+
+def overlay(documents: Sequence[Document], known: Known) -> None:
+    """Make the batch's own codes known, as if already applied."""
+    for doc in documents:
+        spec: Any = doc.spec
+        match doc.kind:
+            case "Family":
+                known.families.add(spec.code)
+            case "Collaborator":
+                known.collaborators.add(spec.code)
+            case "EntityType":
+                known.entity_types[spec.code] = (spec.applies_to, dict(spec.fields))
+            case "State":
+                known.states.setdefault(spec.applies_to, set()).add(spec.code)
+            case "Questionnaire":
+                known.questionnaires[spec.code] = {
+                    q.code: QuestionInfo(q.type, tuple(q.choices)) for q in spec.questions
+                }
+            case "FieldDictionary":
+                for table, fields in spec.custom_fields.items():
+                    for name, custom in fields.items():
+                        known.custom_fields.setdefault(table, {})[name.lower()] = bool(
+                            custom and custom.indexed
+                        )
+                known.aliases.update(spec.aliases)
+            case "Operation":
+                known.operations[spec.code] = {s.code for s, _ in walk_steps(spec.steps)}
+
+
+def check_questionnaire(doc: Document, known: Known) -> list[Problem]:
+    spec: Any = doc.spec
+    problems: list[Problem] = []
+    codes = [q.code for q in spec.questions]
+    for i, code in enumerate(codes):
+        if code in codes[:i]:
+            problems.append(Problem(doc.place(("questions", i, "code")), f"duplicate question {code}"))
+    removed = known.answered_questions.get(spec.code, set()) - set(codes)
+    for code in sorted(removed):
+        problems.append(Problem(doc.place(("questions",)),
+                                f"question {code} has answers; keep it in the questionnaire"))
+    return problems
+
+
+def walk_steps(steps: Sequence[StepSpec], loc: Loc = ("steps",)) -> Iterable[tuple[StepSpec, Loc]]:
+    """Steps in document order (pre-order), each with its location in the document."""
+    for i, step in enumerate(steps):
+        yield step, loc + (i,)
+        if step.steps:
+            yield from walk_steps(step.steps, loc + (i, "steps"))
+
+
+def resolve_template_path(value: str, base: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def is_template_path(value: str) -> bool:
+    return "\n" not in value and value.lower().endswith(TEMPLATE_SUFFIXES)
+
+
+class OperationCheck:
+    """Every check of one Operation document."""
+
+    def __init__(self, doc: Document, known: Known) -> None:
+        self.doc = doc
+        self.spec: OperationSpec = doc.spec  # type: ignore[assignment]
+        self.known = known
+        self.catalog: FieldCatalog = known.field_catalog()
+        self.problems: list[Problem] = []
+        self.steps = list(walk_steps(self.spec.steps))
+        self.actions = {s.code: s for s, _ in self.steps if s.kind}
+        self.base = doc.source.path.parent
+
+    def problem(self, loc: Loc, message: str) -> None:
+        self.problems.append(Problem(self.doc.place(loc), message))
+
+    def run(self) -> list[Problem]:
+        self.check_header()
+        self.check_step_codes()
+        for step, loc in self.steps:
+            self.check_step(step, loc)
+        self.check_graph()
+        return self.problems
+
+    def check_header(self) -> None:
+        spec, known = self.spec, self.known
+        if spec.family and spec.family not in known.families:
+            self.problem(("family",), f"unknown family {spec.family}{closest(spec.family, known.families)}")
+        if spec.responsible and spec.responsible not in known.collaborators:
+            self.problem(("responsible",), f"unknown collaborator {spec.responsible}"
+                         f"{closest(spec.responsible, known.collaborators)}")
+        if spec.state not in known.states_for("operation"):
+            self.problem(("state",), f"unknown operation state {spec.state}"
+                         f"{closest(spec.state, known.states_for('operation'))}")
+        if any(not part for part in spec.folder):
+            self.problem(("folder",), "a folder name is empty")
+        self.check_type(spec, (), "operation")
+
+    def check_type(self, spec: OperationSpec | StepSpec, loc: Loc, applies_to: str) -> None:
+        if not spec.type:
+            return
+        found = self.known.entity_types.get(spec.type)
+        if found is None or found[0] != applies_to:
+            names = [c for c, (a, _) in self.known.entity_types.items() if a == applies_to]
+            self.problem(loc + ("type",), f"unknown {applies_to} type {spec.type}{closest(spec.type, names)}")
+            return
+        data = self.doc.source.data
+        node = data
+        for part in loc:
+            node = node[part]
+        given = node if isinstance(node, dict) else {}
+        for name, requirement in found[1].items():
+            present = given.get(name) not in (None, [], "")
+            if requirement == "mandatory" and not present:
+                self.problem(loc or ("type",), f"{name} is mandatory for {applies_to}s of type {spec.type}")
+            if requirement == "unused" and present:
+                self.problem(loc + (name,), f"{name} is unused for {applies_to}s of type {spec.type}; remove it")
+
+    def check_step_codes(self) -> None:
+        seen: dict[str, Loc] = {}
+        for step, loc in self.steps:
+            if step.code in seen:
+                self.problem(loc + ("code",), f"duplicate step code {step.code} "
+                             f"(also at line {self.doc.place(seen[step.code] + ('code',)).rsplit(':', 1)[1]})")
+            seen.setdefault(step.code, loc)
+        removed = set(self.known.steps_with_targets.get(self.spec.code, {})) - set(seen)
+        for code in sorted(removed):
+            count = self.known.steps_with_targets[self.spec.code][code]
+            self.problem(("steps",), f"step {code} has {count} targeted parties and cannot be removed; "
+                         "keep it in the spec")
+
+    def check_step(self, step: StepSpec, loc: Loc) -> None:
+        self.check_type(step, loc, "step")
+        if step.state and step.state not in self.known.states_for("step"):
+            self.problem(loc + ("state",), f"unknown step state {step.state}"
+                         f"{closest(step.state, self.known.states_for('step'))}")
+        if step.questionnaire and step.questionnaire not in self.known.questionnaires:
+            self.problem(loc + ("questionnaire",), f"unknown questionnaire {step.questionnaire}"
+                         f"{closest(step.questionnaire, self.known.questionnaires)}")
+        for i, route in enumerate(step.next or ()):
+            rloc = loc + ("next", i)
+            if route.to not in self.actions:
+                groups = {s.code for s, _ in self.steps if not s.kind}
+                why = "is a group; route to one of its steps" if route.to in groups else \
+                    f"is not a step of this operation{closest(route.to, self.actions)}"
+                self.problem(rloc + ("to",), f"route to {route.to}: {route.to} {why}")
+            elif route.to == step.code:
+                self.problem(rloc + ("to",), f"step {step.code} routes to itself")
+            for status in route.when_status:
+                self.check_status_code(status, rloc + ("when_status",))
+            self.check_conditions(route, rloc)
+        if step.where:
+            self.check_conditions(step.where, loc + ("where",))
+        self.check_settings(step, loc)
+
+    def check_status_code(self, status: str, loc: Loc) -> None:
+        statuses = self.known.states_for("target")
+        if status not in statuses:
+            self.problem(loc, f"unknown status {status}{closest(status, statuses)}")
+
+    def check_conditions(self, spec: ConditionsSpec, loc: Loc) -> None:
+        for code, condition in spec.conditions.items():
+            self.check_condition(condition, loc + ("conditions", code))
+        if spec.formula is not None:
+            try:
+                check_names(parse_formula(spec.formula), spec.conditions)
+            except FormulaError as exc:
+                self.problem(loc + ("formula",), f"formula: {exc}")
+
+    def check_condition(self, condition: ConditionSpec, loc: Loc) -> None:
+        if condition.answer is not None:
+            self.check_answer(condition, loc + ("answer",))
+        elif condition.field is not None:
+            try:
+                self.catalog.resolve(condition.field)
+            except FormulaError as exc:
+                self.problem(loc + ("field",), f"field: {exc}")
+        elif condition.status is not None:
+            status = condition.status
+            operation = status.operation or self.spec.code
+            steps = set(self.actions) if operation == self.spec.code else self.known.operations.get(operation)
+            if steps is None:
+                self.problem(loc + ("status", "operation"),
+                             f"unknown operation {operation}{closest(operation, self.known.operations)}")
+            elif status.step not in steps:
+                self.problem(loc + ("status", "step"),
+                             f"operation {operation} has no step {status.step}{closest(status.step, steps)}")
+            for status_code in status.in_:
+                self.check_status_code(status_code, loc + ("status", "in"))
+
+    def check_answer(self, condition: ConditionSpec, loc: Loc) -> None:
+        questionnaire, _, question = (condition.answer or "").partition(".")
+        questions = self.known.questionnaires.get(questionnaire)
+        if questions is None or not question:
+            self.problem(loc, f"answer {condition.answer}: write QUESTIONNAIRE.QUESTION with a known "
+                         f"questionnaire{closest(questionnaire, self.known.questionnaires)}")
+            return
+        info = questions.get(question)
+        if info is None:
+            self.problem(loc, f"unknown question {question} in questionnaire {questionnaire}"
+                         f"{closest(question, questions)}")
+            return
+        if info.type == "choice" and condition.op in ("equals", "not_equals", "in", "not_in"):
+            values = condition.value if isinstance(condition.value, list) else [condition.value]
+            allowed = {c.casefold() for c in info.choices}
+            for value in values:
+                if str(value).casefold() not in allowed:
+                    self.problem(loc[:-1] + ("value",), f"{value!r} is not a choice of "
+                                 f"{condition.answer} ({', '.join(info.choices)})")
+
+    def check_settings(self, step: StepSpec, loc: Loc) -> None:
+        if step.email:
+            self.check_fields_in(step.email.subject, "html", loc + ("email", "subject"))
+            self.check_template_file(step.email.body, loc + ("email", "body"))
+            if step.email.text_body:
+                self.check_template_file(step.email.text_body, loc + ("email", "text_body"))
+            for i, attachment in enumerate(step.email.attachments):
+                if not resolve_template_path(attachment, self.base).is_file():
+                    self.problem(loc + ("email", "attachments", i), f"attachment {attachment} not found "
+                                 f"(paths are relative to {self.base})")
+        if step.document:
+            path = resolve_template_path(step.document.template, self.base)
+            if not path.is_file():
+                self.problem(loc + ("document", "template"), f"template {step.document.template} not "
+                             f"found (paths are relative to {self.base})")
+            for name, target in step.document.fields.items():
+                self.check_field(target, loc + ("document", "fields", name))
+        for i, column in enumerate(step.columns or ()):
+            self.check_field(column, loc + ("columns", i))
+
+    def check_field(self, text: str, loc: Loc) -> None:
+        try:
+            self.catalog.resolve(text)
+        except FormulaError as exc:
+            self.problem(loc, f"field: {exc}")
+
+    def check_fields_in(self, text: str, syntax: str, loc: Loc, where: str = "") -> None:
+        for name, start, _end in parse_template_fields(text, syntax):
+            try:
+                self.catalog.resolve(name, start)
+            except FormulaError as exc:
+                self.problem(loc, f"{where}field [[{name}]]: {exc.message}")
+
+    def check_template_file(self, value: str, loc: Loc) -> None:
+        if not is_template_path(value):
+            self.check_fields_in(value, "html", loc)
+            return
+        path = resolve_template_path(value, self.base)
+        if not path.is_file():
+            self.problem(loc, f"template {value} not found (paths are relative to {self.base})")
+            return
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if path.suffix == ".j2":
+            from campflow.templates import check_jinja
+
+            for message in check_jinja(text, self.catalog):
+                self.problem(loc, f"{path.name}: {message}")
+            return
+        syntax = "rtf" if path.suffix == ".rtf" else "html"
+        for name, start, _end in parse_template_fields(text, syntax):
+            line = text.count("\n", 0, start) + 1
+            try:
+                self.catalog.resolve(name)
+            except FormulaError as exc:
+                self.problem(loc, f"{path}:{line}: field {name}: {exc.message}")
+
+    def check_graph(self) -> None:
+        nodes = [StepNode(s.code, None if s.next is None else tuple(r.to for r in s.next))
+                 for s, _ in self.steps if s.kind]
+        try:
+            topological_order(nodes)
+        except CycleError as exc:
+            first = next(loc for s, loc in self.steps if s.code == exc.cycle[0])
+            self.problem(first + ("next",), str(exc))
+

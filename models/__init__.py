@@ -1,0 +1,50 @@
+"""SQLAlchemy models, spec schemas and Alembic migrations of campflow."""
+
+from models.base import Base
+from models.catalog import (
+    Collaborator,
+    CustomField,
+    EntityType,
+    EventCode,
+    Family,
+    FieldAlias,
+    Question,
+    Questionnaire,
+    State,
+)
+from models.operation import Condition, Folder, Operation, Route, Step
+from models.party import Contact, Party
+from models.targeting import (
+    Answer,
+    Event,
+    OperationTarget,
+    OperationTargetContact,
+    StepTarget,
+    StepTargetContact,
+)
+
+__all__ = [
+    "Answer",
+    "Base",
+    "Collaborator",
+    "Condition",
+    "Contact",
+    "CustomField",
+    "EntityType",
+    "Event",
+    "EventCode",
+    "Family",
+    "FieldAlias",
+    "Folder",
+    "Operation",
+    "OperationTarget",
+    "OperationTargetContact",
+    "Party",
+    "Question",
+    "Questionnaire",
+    "Route",
+    "State",
+    "Step",
+    "StepTarget",
+    "StepTargetContact",
+]

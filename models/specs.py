@@ -1,0 +1,317 @@
+"""Schemas of the YAML spec documents (SPEC section 3), one pydantic model per kind.
+
+These check the shape of one document; `campflow.specs` checks what needs the other
+documents or the database (unknown steps, questions, fields, cycles…).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.base import BUILTIN_TARGET_STATUSES, PARTY_KINDS
+
+CODE_PATTERN = r"^[A-Za-z0-9_-]+$"
+Code = Annotated[str, Field(pattern=CODE_PATTERN, max_length=64)]
+PartyKind = Literal["client", "prospect", "supplier", "sales_rep", "other"]
+Operator = Literal[
+    "equals", "not_equals", "in", "not_in", "matches", "lt", "le", "gt", "ge", "is_set", "is_not_set"
+]
+STEP_KINDS = (
+    "emailing", "mass_emailing", "document_mailing", "label_mailing", "faxing",
+    "phoning", "phoning_contact", "spreadsheet_export", "other",
+)
+StepKind = Literal[
+    "emailing", "mass_emailing", "document_mailing", "label_mailing", "faxing",
+    "phoning", "phoning_contact", "spreadsheet_export", "other",
+]
+CADENCE_WORDS = ("hourly", "daily", "weekly", "monthly")
+_CRON = re.compile(r"^\s*(\S+\s+){4}\S+\s*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class StatusCondition(Strict):
+    step: Code
+    operation: Code | None = None
+    in_: list[str] = Field(alias="in", min_length=1)
+
+
+class ConditionSpec(Strict):
+    """One named condition: an answer, a field, the party's kind or a step status."""
+
+    answer: str | None = None
+    field: str | None = None
+    op: Operator | None = None
+    value: Any = None
+    party_kind: list[PartyKind] | None = None
+    status: StatusCondition | None = None
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> ConditionSpec:
+        given = [k for k in ("answer", "field", "party_kind", "status") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a condition needs exactly one of answer, field, party_kind, status; "
+                f"got {', '.join(given) or 'none'}"
+            )
+        if given[0] in ("answer", "field"):
+            if self.op is None:
+                raise ValueError(f"a condition on {given[0]} needs `op` (equals, in, matches…)")
+            if self.op in ("in", "not_in") and not isinstance(self.value, list):
+                raise ValueError(f"op {self.op} needs a list as value, e.g. [a, b]")
+            if self.op not in ("is_set", "is_not_set") and self.value is None:
+                raise ValueError(f"op {self.op} needs a value")
+        elif self.op is not None or self.value is not None:
+            raise ValueError(f"op and value belong to answer and field conditions, not {given[0]}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("answer", "field", "party_kind", "status") if getattr(self, k) is not None)
+
+
+class ConditionsSpec(Strict):
+    conditions: dict[Code, ConditionSpec] = Field(default_factory=dict)
+    formula: str | None = None
+
+
+class RouteSpec(ConditionsSpec):
+    to: Code
+    when_status: list[str] = Field(default_factory=lambda: ["ok_continue"], min_length=1)
+
+
+class EmailSettings(Strict):
+    subject: str
+    body: str  # a file path relative to the spec (.html, .txt, .rtf or .j2), or inline text
+    text_body: str | None = None
+    attachments: list[str] = Field(default_factory=list)
+    contacts: dict[str, list[str]] | None = None  # {functions: [...]}
+    channel: str | None = None
+
+
+class DocumentSettings(Strict):
+    template: str
+    fields: dict[str, str] = Field(default_factory=dict)  # template's own name -> TABLE.FIELD
+    per_party: bool = False
+    channel: str | None = None
+
+
+class LabelSettings(Strict):
+    sheet: str | None = None
+    rows: int | None = Field(default=None, ge=1)
+    columns: int | None = Field(default=None, ge=1)
+    width_mm: float | None = Field(default=None, gt=0)
+    height_mm: float | None = Field(default=None, gt=0)
+    margin_top_mm: float | None = Field(default=None, ge=0)
+    margin_left_mm: float | None = Field(default=None, ge=0)
+    font_size: float | None = Field(default=None, gt=0)
+    per_contact: bool = False
+    format: Literal["docx", "pdf"] = "docx"
+
+
+class StepSpec(Strict):
+    code: Code
+    label: str
+    kind: StepKind | None = None
+    type: Code | None = None
+    state: str | None = None
+    event: Code | None = None
+    questionnaire: Code | None = None
+    run_at: dt.datetime | None = None
+    template: bool = False
+    next: list[RouteSpec] | None = None
+    where: ConditionsSpec | None = None
+    steps: list[StepSpec] | None = None
+    email: EmailSettings | None = None
+    document: DocumentSettings | None = None
+    labels: LabelSettings | None = None
+    columns: list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _group_or_action(self) -> StepSpec:
+        if self.steps is not None:
+            acting = [k for k in ("kind", "next", "where", "email", "document", "labels", "columns")
+                      if getattr(self, k) is not None]
+            if acting:
+                raise ValueError(f"a group (a step with steps:) does not act; remove {', '.join(acting)}")
+            if not self.steps:
+                raise ValueError("steps: is empty; a group needs sub-steps")
+        elif self.kind is None:
+            raise ValueError(f"an action step needs a kind: one of {', '.join(STEP_KINDS)}")
+        needed = {"emailing": "email", "mass_emailing": "email", "document_mailing": "document",
+                  "faxing": "document", "spreadsheet_export": "columns"}.get(self.kind or "")
+        if needed and getattr(self, needed) is None:
+            raise ValueError(f"a {self.kind} step needs `{needed}:`")
+        return self
+
+
+class OperationSpec(Strict):
+    kind: Literal["Operation"]
+    code: Code
+    label: str
+    folder: list[str] = Field(default_factory=list)
+    family: Code | None = None
+    type: Code | None = None
+    state: str = "in_preparation"
+    starts_at: dt.datetime | None = None
+    ends_at: dt.datetime | None = None
+    timezone: str = "UTC"
+    cadence: str | None = None
+    responsible: Code | None = None
+    location: str | None = None
+    description: str | None = None
+    progress: int = Field(default=0, ge=0, le=100)
+    party_kinds: list[PartyKind] = Field(default_factory=lambda: list(PARTY_KINDS))
+    template: bool = False
+    attach_messages_to_events: bool = False
+    steps: list[StepSpec] = Field(default_factory=list)
+
+    @field_validator("folder", mode="before")
+    @classmethod
+    def _folder_path(cls, value: Any) -> Any:
+        return [part.strip() for part in value.split("/")] if isinstance(value, str) else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r}; use an IANA name like Europe/Paris") from None
+        return value
+
+    @field_validator("cadence")
+    @classmethod
+    def _cadence(cls, value: str | None) -> str | None:
+        if value is None or value in CADENCE_WORDS or _is_cron(value):
+            return value
+        raise ValueError(f"cadence must be one of {', '.join(CADENCE_WORDS)} or a cron line; got {value!r}")
+
+    @model_validator(mode="after")
+    def _dates(self) -> OperationSpec:
+        if self.starts_at and self.ends_at and self.ends_at < self.starts_at:
+            raise ValueError(f"ends_at {self.ends_at:%Y-%m-%d %H:%M} is before starts_at "
+                             f"{self.starts_at:%Y-%m-%d %H:%M}")
+        return self
+
+
+def _is_cron(value: str) -> bool:
+    if not _CRON.match(value):
+        return False
+    from croniter import croniter  # a dependency of prefect
+
+    return croniter.is_valid(value)
+
+
+class QuestionSpec(Strict):
+    code: Code
+    label: str
+    type: Literal["text", "choice", "multi_choice", "number", "date", "bool"] = "text"
+    choices: list[str] = Field(default_factory=list)
+    required: bool = False
+
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _choices_text(cls, value: Any) -> Any:
+        return [str(v) for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _choices_for_choice(self) -> QuestionSpec:
+        if self.type in ("choice", "multi_choice") and not self.choices:
+            raise ValueError(f"a {self.type} question needs choices")
+        if self.type not in ("choice", "multi_choice") and self.choices:
+            raise ValueError(f"choices belong to choice questions, not {self.type}")
+        return self
+
+
+class QuestionnaireSpec(Strict):
+    kind: Literal["Questionnaire"]
+    code: Code
+    label: str
+    questions: list[QuestionSpec] = Field(min_length=1)
+
+
+class FamilySpec(Strict):
+    kind: Literal["Family"]
+    code: Code
+    label: str
+    groups: list[str] = Field(default_factory=list)
+
+
+Requirement = Literal["unused", "optional", "mandatory"]
+OPERATION_TYPED_FIELDS = ("family", "state", "starts_at", "ends_at", "timezone", "cadence",
+                          "responsible", "location", "description", "progress", "folder")
+STEP_TYPED_FIELDS = ("event", "questionnaire", "run_at", "where", "next", "state")
+
+
+class EntityTypeSpec(Strict):
+    kind: Literal["EntityType"]
+    code: Code
+    label: str
+    applies_to: Literal["operation", "step"] = "operation"
+    fields: dict[str, Requirement] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> EntityTypeSpec:
+        allowed = OPERATION_TYPED_FIELDS if self.applies_to == "operation" else STEP_TYPED_FIELDS
+        unknown = sorted(set(self.fields) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown {self.applies_to} field(s) {', '.join(unknown)}; "
+                             f"allowed: {', '.join(allowed)}")
+        return self
+
+
+class StateSpec(Strict):
+    kind: Literal["State"]
+    code: Code
+    label: str
+    applies_to: Literal["operation", "step", "target", "operation_type"]
+    final: bool = False
+    position: int = 0
+
+    @model_validator(mode="after")
+    def _not_builtin(self) -> StateSpec:
+        if self.applies_to == "target" and self.code in BUILTIN_TARGET_STATUSES:
+            raise ValueError(f"{self.code} is a built-in status; choose another code")
+        return self
+
+
+class CustomFieldSpec(Strict):
+    label: str | None = None
+    indexed: bool = False
+
+
+class FieldDictionarySpec(Strict):
+    kind: Literal["FieldDictionary"]
+    code: Code
+    aliases: dict[str, str] = Field(default_factory=dict)
+    custom_fields: dict[Literal["party", "contact"], dict[str, CustomFieldSpec | None]] = Field(
+        default_factory=dict
+    )
+
+
+class CollaboratorSpec(Strict):
+    kind: Literal["Collaborator"]
+    code: Code
+    name: str
+    email: str | None = None
+    groups: list[str] = Field(default_factory=list)
+
+
+SPEC_KINDS: dict[str, type[Strict]] = {
+    "Family": FamilySpec,
+    "State": StateSpec,
+    "EntityType": EntityTypeSpec,
+    "Collaborator": CollaboratorSpec,
+    "FieldDictionary": FieldDictionarySpec,
+    "Questionnaire": QuestionnaireSpec,
+    "Operation": OperationSpec,
+}

@@ -1,0 +1,225 @@
+"""Master data imports: parties and contacts, upserted by code (SPEC section 5)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from campflow.errors import ImportRejected, Problem
+from campflow.sheets import EXTRA, Sheet, open_sheet
+from tasks.staging import (
+    Rejections,
+    as_json,
+    copy_rows,
+    create_stage,
+    drop_rejected,
+    progress,
+    reject_where,
+)
+
+# FICHE values (Divalto's record tables) and the kinds' own names
+KIND_CODES = {"CLI": "client", "PRO": "prospect", "FOU": "supplier", "VRP": "sales_rep", "TIA": "other"}
+KINDS_BY_WORD = {**KIND_CODES, **{k.upper(): k for k in KIND_CODES.values()}}
+PARTY_COLUMNS = {
+    "kind": ["FICHE", "KIND"], "code": ["TIERS", "CODE"], "name": ["NOM", "NAME", "RAISON_SOCIALE"],
+    "email": ["EMAIL", "MAIL"], "phone": ["TEL", "PHONE", "TELEPHONE"], "fax": ["FAX"],
+    "address": ["ADRESSE", "ADDRESS"], "postal_code": ["CP", "POSTAL_CODE", "CODE_POSTAL"],
+    "city": ["VILLE", "CITY"], "country": ["PAYS", "COUNTRY"],
+}
+CONTACT_COLUMNS = {
+    "party": ["TIERS", "PARTY"], "code": ["CONTACT"], "last_name": ["NOM", "NAME", "LAST_NAME"],
+    "first_name": ["PRENOM", "FIRST_NAME"], "function": ["FONCTION", "FUNCTION"],
+    "email": ["EMAIL", "MAIL"], "phone": ["TEL", "PHONE"], "title": ["CIVILITE", "TITLE"],
+}
+CUSTOM_NAME = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\((\d{1,3})\))?$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    rows: int
+    created: int
+    updated: int
+    rejected: int
+
+
+def kind_of(word: str | None) -> str | None:
+    return KINDS_BY_WORD.get((word or "").strip().upper())
+
+
+def custom_keys(sheet: Sheet, standard: set[str]) -> dict[str, tuple[str, int | None]]:
+    """Custom columns: sheet key -> (field name, index), refusing names we cannot store."""
+    found: dict[str, tuple[str, int | None]] = {}
+    problems = []
+    for column in sheet.columns:
+        if column.key in standard:
+            continue
+        match = CUSTOM_NAME.match(column.key.replace(" ", "_"))
+        if not match:
+            problems.append(Problem(f"{sheet.path.name} column {column.letter}",
+                                    f"{column.header!r} is not a usable field name; use letters, "
+                                    "digits and _, with (n) for an indexed field, e.g. STAT(2)"))
+            continue
+        index = int(match.group(2)) if match.group(2) else None
+        found[column.key] = (match.group(1).lower(), index)
+    if problems:
+        raise ImportRejected(problems, "nothing was imported")
+    return found
+
+
+def register_custom_fields(session: Session, table: str, custom: dict[str, tuple[str, int | None]]) -> None:
+    for name, index in set(custom.values()):
+        session.execute(text(
+            "insert into custom_field (table_name, name, indexed, source) values (:t, :n, :i, 'import') "
+            "on conflict (table_name, name) do update set indexed = custom_field.indexed or excluded.indexed"
+        ), {"t": table, "n": name, "i": index is not None})
+
+
+def _fields(row: dict[str, Any], custom: dict[str, tuple[str, int | None]]) -> str:
+    values = {}
+    for key, (name, index) in custom.items():
+        if row.get(key) is not None:
+            values[f"{name}({index})" if index else name] = row[key]
+    return as_json(values)
+
+
+def import_parties(session: Session, path: Path, *, skip_bad_rows: bool = False,
+                   show_progress: bool = True, report: Path | None = None) -> ImportResult:
+    """Upsert parties from a spreadsheet; all or nothing unless `skip_bad_rows`."""
+    rejections = Rejections(path)
+    with open_sheet(path, aliases=PARTY_COLUMNS, required=["kind", "code", "name"]) as sheet:
+        custom = custom_keys(sheet, set(PARTY_COLUMNS))
+        standard = list(PARTY_COLUMNS)
+        create_stage(session, "party_stage", [(c, "text") for c in standard] + [("fields", "jsonb")])
+
+        def rows() -> Iterator[list[Any]]:
+            for row_no, row in sheet.rows():
+                reason = _party_problem(row)
+                if reason:
+                    rejections.add(row_no, reason)
+                    continue
+                row["kind"] = kind_of(row["kind"])
+                yield [row_no, *(row.get(c) for c in standard), _fields(row, custom)]
+
+        with progress(f"reading {path.name}", enabled=show_progress) as advance:
+            total = copy_rows(session, "party_stage", [*standard, "fields"], rows(), advance)
+    total += len(rejections)
+    reject_where(session, rejections, """
+        select row_no, 'party code ' || code || ' appears again (first at row ' || first || ')'
+        from (select row_no, code, min(row_no) over (partition by code) as first from party_stage) s
+        where row_no <> first""")
+    return _finish(session, "party_stage", rejections, total, skip_bad_rows, report, lambda: (
+        register_custom_fields(session, "party", custom), _upsert_parties(session))[1])
+
+
+def _party_problem(row: dict[str, Any]) -> str | None:
+    if row.get(EXTRA):
+        return f"cells outside the columns: {row[EXTRA]}"
+    if not row.get("code"):
+        return "TIERS (party code) is empty"
+    if kind_of(row.get("kind")) is None:
+        return (f"unknown FICHE {row.get('kind')!r}; use one of "
+                f"{', '.join(KIND_CODES)} or {', '.join(KIND_CODES.values())}")
+    if not row.get("name"):
+        return "NOM (name) is empty"
+    if row.get("email") and not EMAIL.match(row["email"]):
+        return f"EMAIL {row['email']!r} is not an e-mail address"
+    return None
+
+
+def _upsert_parties(session: Session) -> tuple[int, int]:
+    return _counted(session, """
+        insert into party (code, kind, name, email, phone, fax, address, postal_code, city, country, fields)
+        select code, kind, name, email, phone, fax, address, postal_code, city, country, fields
+        from party_stage
+        on conflict (code) do update set
+            kind = excluded.kind, name = excluded.name,
+            email = coalesce(excluded.email, party.email), phone = coalesce(excluded.phone, party.phone),
+            fax = coalesce(excluded.fax, party.fax), address = coalesce(excluded.address, party.address),
+            postal_code = coalesce(excluded.postal_code, party.postal_code),
+            city = coalesce(excluded.city, party.city), country = coalesce(excluded.country, party.country),
+            fields = party.fields || excluded.fields, updated_at = now()
+        returning (xmax = 0) as created""")
+
+
+def _finish(session: Session, stage: str, rejections: Rejections, total: int, skip_bad_rows: bool,
+            report: Path | None, write) -> ImportResult:
+    if report is not None:
+        rejections.write_report(report)
+    if not skip_bad_rows:
+        rejections.raise_if_any(total)
+    drop_rejected(session, stage, rejections)
+    created, updated = write()
+    return ImportResult(total, created, updated, len(rejections))
+
+
+def import_contacts(session: Session, path: Path, *, skip_bad_rows: bool = False,
+                    show_progress: bool = True, report: Path | None = None) -> ImportResult:
+    """Upsert contacts by (party, contact code); the party must exist."""
+    rejections = Rejections(path)
+    with open_sheet(path, aliases=CONTACT_COLUMNS, required=["party", "code"]) as sheet:
+        custom = custom_keys(sheet, set(CONTACT_COLUMNS))
+        standard = list(CONTACT_COLUMNS)
+        create_stage(session, "contact_stage", [(c, "text") for c in standard] + [("fields", "jsonb")])
+
+        def rows() -> Iterator[list[Any]]:
+            for row_no, row in sheet.rows():
+                reason = _contact_problem(row)
+                if reason:
+                    rejections.add(row_no, reason)
+                    continue
+                yield [row_no, *(row.get(c) for c in standard), _fields(row, custom)]
+
+        with progress(f"reading {path.name}", enabled=show_progress) as advance:
+            total = copy_rows(session, "contact_stage", [*standard, "fields"], rows(), advance)
+    total += len(rejections)
+    reject_where(session, rejections, """
+        select s.row_no, 'unknown party ' || s.party || '; import it first with campflow parties import'
+        from contact_stage s left join party p on p.code = s.party where p.id is null""")
+    reject_where(session, rejections, """
+        select row_no, 'contact ' || party || '/' || code || ' appears again (first at row ' || first || ')'
+        from (select row_no, party, code, min(row_no) over (partition by party, code) as first
+              from contact_stage) s where row_no <> first""")
+    return _finish(session, "contact_stage", rejections, total, skip_bad_rows, report, lambda: (
+        register_custom_fields(session, "contact", custom), _upsert_contacts(session))[1])
+
+
+def _contact_problem(row: dict[str, Any]) -> str | None:
+    if row.get(EXTRA):
+        return f"cells outside the columns: {row[EXTRA]}"
+    if not row.get("party"):
+        return "TIERS (party code) is empty"
+    if not row.get("code"):
+        return "CONTACT (contact code) is empty"
+    if row.get("email") and not EMAIL.match(row["email"]):
+        return f"EMAIL {row['email']!r} is not an e-mail address"
+    return None
+
+
+def _upsert_contacts(session: Session) -> tuple[int, int]:
+    return _counted(session, """
+        insert into contact (party_id, code, title, last_name, first_name, function, email, phone, fields)
+        select p.id, s.code, s.title, s.last_name, s.first_name, upper(s.function), s.email, s.phone, s.fields
+        from contact_stage s join party p on p.code = s.party
+        on conflict (party_id, code) do update set
+            title = coalesce(excluded.title, contact.title),
+            last_name = coalesce(excluded.last_name, contact.last_name),
+            first_name = coalesce(excluded.first_name, contact.first_name),
+            function = coalesce(excluded.function, contact.function),
+            email = coalesce(excluded.email, contact.email), phone = coalesce(excluded.phone, contact.phone),
+            fields = contact.fields || excluded.fields, updated_at = now()
+        returning (xmax = 0) as created""")
+
+
+def _counted(session: Session, upsert: str) -> tuple[int, int]:
+    """Run an upsert returning `created` per row; count created and updated rows in SQL."""
+    created, updated = session.execute(text(
+        f"with done as ({upsert}) select count(*) filter (where created), "
+        "count(*) filter (where not created) from done")).one()
+    return created, updated

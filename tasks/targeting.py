@@ -1,0 +1,212 @@
+"""Targeting: which parties and contacts an operation works on (SPEC section 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, literal, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from campflow.catalog import load_known
+
+from campflow.errors import CampflowError, NotFound
+from campflow.operations import find_operation
+from campflow.sheets import EXTRA, open_sheet
+from models import Operation, OperationTarget, Party
+from tasks.conditions import where_clause
+from tasks.imports import KIND_CODES, kind_of
+from tasks.staging import Rejections, copy_rows, create_stage, drop_rejected, progress, reject_where
+
+TARGET_COLUMNS = {"table": ["FICHE", "KIND"], "party": ["TIERS", "PARTY"], "contact": ["CONTACT"]}
+PROCESSED = ("ok_continue", "not_processed_continue")
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    rows: int
+    parties_added: int
+    contacts_added: int
+    rejected: int
+    already: int = 0
+
+
+def import_targets(session: Session, operation_code: str, path: Path, *, skip_bad_rows: bool = False,
+                   show_progress: bool = True, report: Path | None = None) -> TargetResult:
+    """Target the parties (and contacts) of a spreadsheet; all or nothing."""
+    op = find_operation(session, operation_code)
+    rejections = Rejections(path)
+    with open_sheet(path, aliases=TARGET_COLUMNS, required=["table", "party"], keep_other=False) as sheet:
+        create_stage(session, "target_stage", [("kind", "text"), ("party", "text"), ("contact", "text")])
+
+        def rows() -> Iterator[list[Any]]:
+            for row_no, row in sheet.rows():
+                kind = kind_of(row.get("table"))
+                if row.get(EXTRA):
+                    rejections.add(row_no, f"cells outside the columns: {row[EXTRA]}")
+                elif kind is None:
+                    rejections.add(row_no, f"unknown FICHE {row.get('table')!r}; use one of "
+                                   f"{', '.join(KIND_CODES)}")
+                elif not row.get("party"):
+                    rejections.add(row_no, "TIERS (party code) is empty")
+                else:
+                    yield [row_no, kind, row["party"], row.get("contact")]
+
+        with progress(f"reading {path.name}", enabled=show_progress) as advance:
+            total = copy_rows(session, "target_stage", ["kind", "party", "contact"], rows(), advance)
+    total += len(rejections)
+    session.execute(text("create index on target_stage (party)"))
+    session.execute(text("analyze target_stage"))
+    check_target_stage(session, rejections, op)
+    if report is not None:
+        rejections.write_report(report)
+    if not skip_bad_rows:
+        rejections.raise_if_any(total)
+    drop_rejected(session, "target_stage", rejections)
+    parties, already = _insert_targets(session, op.id, f"import:{path.name}")
+    return TargetResult(total, parties, _insert_target_contacts(session, op.id), len(rejections), already)
+
+
+def check_target_stage(session: Session, rejections: Rejections, op: Operation) -> None:
+    """Set-based checks: unknown parties and contacts, kinds, kinds the operation excludes."""
+    reject_where(session, rejections, """
+        select s.row_no, 'unknown party ' || s.party || '; import it with campflow parties import'
+        from target_stage s left join party p on p.code = s.party where p.id is null""")
+    reject_where(session, rejections, """
+        select s.row_no, 'party ' || s.party || ' is a ' || p.kind || ', not a ' || s.kind
+               || ' as FICHE says'
+        from target_stage s join party p on p.code = s.party where p.kind <> s.kind""")
+    reject_where(session, rejections, """
+        select s.row_no, 'operation ' || :code || ' targets ' || array_to_string(:kinds, ', ')
+               || '; party ' || s.party || ' is a ' || p.kind
+        from target_stage s join party p on p.code = s.party where not (p.kind = any(:kinds))""",
+                 code=op.code, kinds=list(op.party_kinds))
+    reject_where(session, rejections, """
+        select s.row_no, 'party ' || s.party || ' has no contact ' || s.contact
+        from target_stage s join party p on p.code = s.party
+        left join contact c on c.party_id = p.id and c.code = s.contact
+        where s.contact is not null and c.id is null""")
+
+
+def _insert_targets(session: Session, operation_id: int, source: str) -> tuple[int, int]:
+    added, staged = session.execute(text("""
+        with wanted as (select distinct p.id from target_stage s join party p on p.code = s.party),
+        added as (
+            insert into operation_target (operation_id, party_id, source)
+            select :op, id, :source from wanted order by id
+            on conflict do nothing returning 1)
+        select (select count(*) from added), (select count(*) from wanted)"""),
+        {"op": operation_id, "source": source}).one()
+    return added, staged - added
+
+
+def _insert_target_contacts(session: Session, operation_id: int) -> int:
+    return session.execute(text("""
+        with added as (
+            insert into operation_target_contact (operation_id, contact_id, party_id)
+            select distinct :op, c.id, p.id from target_stage s
+            join party p on p.code = s.party join contact c on c.party_id = p.id and c.code = s.contact
+            on conflict do nothing returning 1)
+        select count(*) from added"""), {"op": operation_id}).scalar_one()
+
+
+def targets_from_step(session: Session, operation_code: str, source: str, *,
+                      processed_only: bool = False) -> TargetResult:
+    """Target the parties of another operation's step (OTHER_OP/STEP)."""
+    op = find_operation(session, operation_code)
+    source_op, _, source_step = source.partition("/")
+    if not source_step:
+        raise CampflowError(f"--source {source}: write OPERATION/STEP, e.g. SALON-2025/S6")
+    step_id = session.execute(text(
+        "select s.id from step s join operation o on o.id = s.operation_id "
+        "where o.code = :op and s.code = :step and s.kind is not null"),
+        {"op": source_op, "step": source_step}).scalar()
+    if step_id is None:
+        find_operation(session, source_op)
+        raise NotFound(f"operation {source_op} has no action step {source_step}")
+    statuses = list(PROCESSED) if processed_only else None
+    params = {"op": op.id, "step": step_id, "kinds": list(op.party_kinds), "statuses": statuses,
+              "source": f"step:{source}"}
+    filter_sql = "st.step_id = :step and (cast(:statuses as text[]) is null or st.status = any(:statuses))"
+    added, candidates, excluded = session.execute(text(f"""
+        with candidates as (
+            select st.party_id, p.kind = any(:kinds) as allowed
+            from step_target st join party p on p.id = st.party_id where {filter_sql}),
+        added as (
+            insert into operation_target (operation_id, party_id, source)
+            select :op, party_id, :source from candidates where allowed
+            on conflict do nothing returning 1)
+        select (select count(*) from added), (select count(*) from candidates),
+               (select count(*) from candidates where not allowed)"""), params).one()
+    contacts = session.execute(text(f"""
+        with added as (
+            insert into operation_target_contact (operation_id, contact_id, party_id)
+            select :op, stc.contact_id, stc.party_id from step_target_contact stc
+            join step_target st on st.step_id = stc.step_id and st.party_id = stc.party_id
+            join operation_target ot on ot.operation_id = :op and ot.party_id = stc.party_id
+            where {filter_sql}
+            on conflict do nothing returning 1)
+        select count(*) from added"""), params).scalar_one()
+    return TargetResult(candidates, added, contacts, excluded, candidates - added - excluded)
+
+
+def targets_add_where(session: Session, operation_code: str, where: str) -> TargetResult:
+    """Target every party (of the operation's kinds) that matches a where expression."""
+    op = find_operation(session, operation_code)
+    clause = where_clause(where, load_known(session).field_catalog())
+    matching = select(literal(op.id), Party.id, literal(f"where:{where}"[:500])).where(
+        Party.kind.in_(op.party_kinds), clause)
+    candidates = session.scalar(select(func.count()).select_from(matching.subquery()))
+    added = session.execute(insert(OperationTarget).from_select(
+        ["operation_id", "party_id", "source"], matching).on_conflict_do_nothing()).rowcount
+    return TargetResult(candidates, added, 0, 0, candidates - added)
+
+
+LIST_COLUMNS = {
+    "code": "p.code", "kind": "p.kind", "name": "p.name", "city": "p.city",
+    "postal_code": "p.postal_code", "email": "p.email", "contacts": "contacts", "added_at": "ot.added_at",
+    "source": "ot.source",
+}
+STEP_COLUMNS = {"status": "st.status", "attempts": "st.attempts", "callback_at": "st.callback_at",
+                "processed_at": "st.processed_at", "reason": "st.reason"}
+
+
+def list_targets(session: Session, operation_code: str, *, step: str | None = None,
+                 status: str | None = None, sort: str = "code", limit: int | None = 100
+                 ) -> tuple[list[str], list[dict[str, Any]], int]:
+    """Targets of an operation (or of one step), sorted; returns (columns, rows, total)."""
+    op = find_operation(session, operation_code)
+    columns = dict(LIST_COLUMNS)
+    params: dict[str, Any] = {"op": op.id}
+    joins = ""
+    where = "ot.operation_id = :op"
+    if step:
+        step_id = session.execute(text("select id from step where operation_id = :op and code = :code "
+                                       "and kind is not null"), {"op": op.id, "code": step}).scalar()
+        if step_id is None:
+            raise NotFound(f"operation {op.code} has no action step {step}")
+        columns.update(STEP_COLUMNS)
+        joins = "join step_target st on st.party_id = ot.party_id and st.step_id = :step"
+        params["step"] = step_id
+    elif status:
+        raise CampflowError("--status needs --step: statuses belong to steps")
+    if status:
+        where += " and st.status = :status"
+        params["status"] = status
+    descending = sort.startswith("-")
+    if sort.lstrip("-") not in columns:
+        raise CampflowError(f"--sort {sort!r}: sort by one of {', '.join(columns)} (prefix - to reverse)")
+    order = f"{columns[sort.lstrip('-')]} {'desc' if descending else 'asc'} nulls last, p.code"
+    select_list = ", ".join(f"{expr} as {name}" for name, expr in columns.items())
+    base = f"""
+        from operation_target ot join party p on p.id = ot.party_id {joins}
+        left join lateral (select count(*) as contacts from operation_target_contact otc
+                           where otc.operation_id = ot.operation_id and otc.party_id = ot.party_id) c on true
+        where {where}"""
+    total = session.execute(text(f"select count(*) {base}"), params).scalar_one()
+    rows = session.execute(text(f"select {select_list} {base} order by {order}"
+                                + (" limit :limit" if limit else "")), {**params, "limit": limit})
+    return list(columns), [dict(r._mapping) for r in rows], total
