@@ -139,7 +139,8 @@ class _Place:
     source: str | None = None
 
     def error(self, code: str, message: str, start: int, end: int) -> FormulaError:
-        shown = self.text if self.source is None else self.source
+        # Without the source, pad the reference to its place so the caret still lines up.
+        shown = " " * self.offset + self.text if self.source is None else self.source
         return FormulaError(code, message, shown, start + self.offset, end + self.offset)
 
 
@@ -173,12 +174,14 @@ def _split(text: str, place: _Place) -> _Written:
     return _Written(text, tuple(parts), index, index_start)
 
 
+_TABLE_LOOKUP = {
+    alias.lower(): (table, PARTY_KINDS.get(alias)) for alias, table in TABLE_ALIASES.items()
+}
+
+
 def _table_of(name: str) -> tuple[str, str | None] | None:
     """(canonical table, party kind) for a table name or alias, None when unknown."""
-    for alias, table in TABLE_ALIASES.items():
-        if alias.lower() == name.lower():
-            return table, PARTY_KINDS.get(alias)
-    return None
+    return _TABLE_LOOKUP.get(name.lower())
 
 
 # --- suggestions -----------------------------------------------------------------------------
@@ -238,7 +241,7 @@ class FieldCatalog:
         """(table key or None, lower name) → (alias as declared, target text)."""
         lookup = {}
         for alias, target in self.aliases.items():
-            table, _, name = alias.rpartition(".")
+            table, name = alias.split(".", 1) if "." in alias else (None, alias)
             lookup[(_table_key(table) if table else None, name.lower())] = (alias, target)
         return lookup
 
@@ -261,13 +264,14 @@ class FieldCatalog:
         keys = {_table_key(table), canonical}
         for (key, _), (alias, target) in self._alias_lookup.items():
             if key in keys or (key is None and _target_table(target) == canonical):
-                names.append(alias.rpartition(".")[2])
+                names.append(alias.split(".", 1)[-1])
         return tuple(dict.fromkeys(names))
 
     def resolve(self, text: str, start_offset: int = 0, source: str | None = None) -> FieldRef:
         """The field `text` names; FormulaError (offsets + start_offset) when it names nothing.
 
-        `source` is the whole text the reference sits in, shown in the caret line.
+        `source` is the whole text the reference sits in, shown in the caret line (without
+        it, the reference alone is shown, indented to start_offset).
         """
         place = _Place(text, start_offset, source)
         return self._resolve(_split(text, place), place, use_dictionary=True)

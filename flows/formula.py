@@ -340,7 +340,11 @@ class _Parser:
         if self.peek().kind == "end":
             message = f"the {self.what} is empty; write for example {self.example}"
             raise FormulaError("empty", message, self.text, 0, len(self.text))
-        node = self.level(0)
+        try:
+            node = self.level(0)
+        except RecursionError:  # thousands of nested parentheses: one clear error, no traceback
+            message = f"the {self.what} nests too deeply; remove some parentheses"
+            raise FormulaError("too_deep", message, self.text, 0, len(self.text)) from None
         token = self.peek()
         if token.kind == ")":
             message = f"found ')' at column {token.start + 1} with no matching '('"

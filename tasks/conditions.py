@@ -101,7 +101,7 @@ def where_clause(text: str, catalog: FieldCatalog) -> ColumnElement[bool]:
     query = parse_where(text)
     exprs = {}
     for code, comparison in query.conditions:
-        ref = catalog.resolve(comparison.field, comparison.start)
+        ref = catalog.resolve(comparison.field, comparison.start, source=text)
         if ref.table not in ("party", "contact"):
             raise FormulaError("unsupported_field", f"--where compares party and contact fields; "
                                f"{comparison.field} is a {ref.table} field", text,

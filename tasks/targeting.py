@@ -80,9 +80,9 @@ def check_target_stage(session: Session, rejections: Rejections, op: Operation) 
                || ' as FICHE says'
         from target_stage s join party p on p.code = s.party where p.kind <> s.kind""")
     reject_where(session, rejections, """
-        select s.row_no, 'operation ' || :code || ' targets ' || array_to_string(:kinds, ', ')
+        select s.row_no, 'operation ' || :code || ' targets ' || array_to_string(cast(:kinds as text[]), ', ')
                || '; party ' || s.party || ' is a ' || p.kind
-        from target_stage s join party p on p.code = s.party where not (p.kind = any(:kinds))""",
+        from target_stage s join party p on p.code = s.party where not (p.kind = any(cast(:kinds as text[])))""",
                  code=op.code, kinds=list(op.party_kinds))
     reject_where(session, rejections, """
         select s.row_no, 'party ' || s.party || ' has no contact ' || s.contact

@@ -456,6 +456,11 @@ class TestErrors:
         assert (error.start, error.end, error.text) == (25, 29, source)
         assert error.caret_line() == f"  {source}\n                           ^^^^"
 
+    def test_offset_without_source_keeps_the_caret_under_the_name(self) -> None:
+        error = resolve_error("party.VILE", start_offset=4)
+        assert (error.start, error.end, error.token) == (10, 14, "VILE")
+        assert error.caret_line() == "      party.VILE\n            ^^^^"
+
     def test_caret_without_source(self) -> None:
         error = resolve_error("CLX.NOM")
         assert str(error) == "unknown table 'CLX' in 'CLX.NOM'; closest: CLI\n  CLX.NOM\n  ^^^"

@@ -186,6 +186,12 @@ class TestFormulaErrors:
         assert error.caret_line() == caret
         assert str(error) == f"{error.message}\n{caret}"
 
+    def test_too_deep(self) -> None:
+        text = "(" * 5000 + "C1" + ")" * 5000
+        error = raised(parse_formula, text)
+        assert (error.code, error.start, error.end) == ("too_deep", 0, len(text))
+        assert error.message == "the formula nests too deeply; remove some parentheses"
+
     def test_is_a_campflow_error_with_token(self) -> None:
         error = raised(parse_formula, "C1 or and C2")
         assert error.token == "and"
