@@ -175,15 +175,6 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     import tasks.targeting  # noqa: F401
 
     db.reset_caches()
-    if task.get("str_as_text"):
-        # Workaround (see --str-as-text): type Python str parameters as text, not unknown.
-        from psycopg.types.string import StrDumper
-        from sqlalchemy import event
-
-        @event.listens_for(db.engine(), "connect")
-        def _text_strings(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.adapters.register_dumper(str, StrDumper)
-
     with db.session() as session:  # connect, load the dialect: not the import's memory
         session.execute(text("select 1"))
     with psycopg.connect(task["conninfo"]) as conn:
@@ -211,8 +202,7 @@ def in_child(task: dict[str, Any]) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, admin_url: str, name: str, str_as_text: bool = False) -> None:
-        self.str_as_text = str_as_text
+    def __init__(self, admin_url: str, name: str) -> None:
         admin = make_url(admin_url).set(drivername="postgresql")
         self.admin_conninfo = admin.render_as_string(hide_password=False)
         self.conninfo = admin.set(database=name).render_as_string(hide_password=False)
@@ -241,7 +231,7 @@ class Bench:
             ) -> dict[str, Any]:
         """An untraced run (time, RSS), the reset, then a traced run (tracemalloc peak)."""
         task = {"kind": kind, "path": str(path), "floor": floor, "url": self.url,
-                "conninfo": self.conninfo, "str_as_text": self.str_as_text}
+                "conninfo": self.conninfo}
         self.settle()
         plain = in_child({**task, "trace": False})
         if reset:
@@ -291,16 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     parser.add_argument("--database-url", default=DEFAULT_ADMIN_URL,
                         help="an admin URL of the server (the database is created beside it)")
-    parser.add_argument("--str-as-text", action="store_true",
-                        help="workaround: send str parameters typed as text in the measured imports "
-                             "(for a tasks/targeting.py that passes a str list to array_to_string "
-                             "uncast and fails with 'could not determine polymorphic type')")
     args = parser.parse_args(argv)
     n = args.rows
     if n < 10:
         parser.error("--rows must be at least 10")
 
-    bench = Bench(args.database_url, f"campflow_bench_{os.getpid()}", args.str_as_text)
+    bench = Bench(args.database_url, f"campflow_bench_{os.getpid()}")
     bench.admin(sql.SQL("create database {}").format(sql.Identifier(bench.name)))
     print(f"database {bench.name}; {n:,} rows; Python {platform.python_version()}, "
           f"{os.cpu_count()} CPU(s)", flush=True)
@@ -377,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED: {failure}", file=sys.stderr)
     print(json.dumps({
         "benchmark": "bench/import_targets.py", "rows": n, "python": platform.python_version(),
-        "cpus": os.cpu_count(), "str_as_text_workaround": args.str_as_text, **results,
+        "cpus": os.cpu_count(), **results,
         "memory_n10_vs_n": {
             "rows": [results["parties_small"]["rows"], results["parties"]["rows"]],
             "py_peak_mb": [results["parties_small"]["py_peak_mb"], results["parties"]["py_peak_mb"]],

@@ -38,7 +38,10 @@ def normalise_url(url: str) -> str:
 
 def embedded_url() -> str:
     """Start (or find running) the embedded PostgreSQL and return its URL."""
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(campflow_home()))
+    runtime = campflow_home() / "run"
+    runtime.mkdir(parents=True, exist_ok=True)
+    runtime.chmod(0o700)  # pgserver's platformdirs insists on a private runtime dir
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
     import pgserver  # imported here: starting it costs time only when it is used
 
     pgdata = campflow_home() / "pgdata"

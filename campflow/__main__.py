@@ -1,0 +1,3 @@
+from campflow.cli import main
+
+main()

@@ -1,0 +1,58 @@
+"""The demo: apply the example specs, load the example data set, target the trade show.
+
+Runs the same `campflow` commands a user would type, on the embedded PostgreSQL under
+`.campflow/` unless CAMPFLOW_DATABASE_URL names a database.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+OPERATION = "SALON-ERP-2026"
+
+STEPS: list[tuple[str, list[str], bool]] = [
+    ("Create or upgrade the schema", ["db", "upgrade"], True),
+    ("Apply the specs (reference data, questionnaires, operations)", ["apply", str(HERE / "specs")], True),
+    ("Load the parties", ["parties", "import", str(DATA / "parties.csv"), "--quiet"], True),
+    ("Load their contacts", ["contacts", "import", str(DATA / "contacts.csv"), "--quiet"], True),
+    ("A target file with bad rows is refused as a whole, every bad row named",
+     ["targets", "import", OPERATION, str(DATA / "targets-bad.csv"), "--quiet"], False),
+    ("Target the trade show from the CRM export (header on row 3)",
+     ["targets", "import", OPERATION, str(DATA / "targets.xlsx"), "--quiet"], True),
+    ("Add the Lyon prospects with a condition",
+     ["targets", "add", OPERATION, "--where", "CP matches '69*' and FICHE = PRO"], True),
+    ("The operation tree", ["ops", "tree"], True),
+    ("The operation", ["ops", "show", OPERATION], True),
+    ("Its first targets", ["targets", "list", OPERATION, "--sort", "city", "--limit", "15"], True),
+]
+
+
+def run(args: list[str]) -> int:
+    print(f"\n$ campflow {' '.join(args)}", flush=True)
+    return subprocess.run([sys.executable, "-m", "campflow", *args], check=False).returncode
+
+
+def main() -> int:
+    os.environ.setdefault("COLUMNS", "120")
+    where = os.environ.get("CAMPFLOW_DATABASE_URL") or f"embedded PostgreSQL in {Path('.campflow').resolve()}"
+    print(f"campflow demo on {where}")
+    for title, args, must_succeed in STEPS:
+        print(f"\n## {title}")
+        code = run(args)
+        if must_succeed and code != 0:
+            print(f"demo failed at: campflow {' '.join(args)}", file=sys.stderr)
+            return code
+        if not must_succeed and code == 0:
+            print("expected this file to be refused", file=sys.stderr)
+            return 1
+    print("\nDone. Try: campflow ops tree --find salon, campflow targets list SALON-ERP-2026 --json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
