@@ -160,8 +160,10 @@ def targets_add_where(session: Session, operation_code: str, where: str) -> Targ
     matching = select(literal(op.id), Party.id, literal(f"where:{where}"[:500])).where(
         Party.kind.in_(op.party_kinds), clause)
     candidates = session.scalar(select(func.count()).select_from(matching.subquery()))
-    added = session.execute(insert(OperationTarget).from_select(
-        ["operation_id", "party_id", "source"], matching).on_conflict_do_nothing()).rowcount
+    inserted = insert(OperationTarget).from_select(
+        ["operation_id", "party_id", "source"], matching).on_conflict_do_nothing()
+    added = session.scalar(select(func.count()).select_from(
+        inserted.returning(OperationTarget.party_id).cte("added")))
     return TargetResult(candidates, added, 0, 0, candidates - added)
 
 

@@ -169,8 +169,10 @@ class TestTargetsImport:
 
 class TestTargetingCommands:
     def test_add_where(self, loaded, cli):
-        result = cli("targets", "add", "OP", "--where", "VILLE = paris and not CP matches '75011'")
+        result = cli("targets", "add", "OP", "--where", "VILLE = paris and not CP matches '75011'", "--json")
         assert result.code == 0, result.err
+        assert json.loads(result.out) == {"rows": 1, "parties_added": 1, "contacts_added": 0, "rejected": 0,
+                                          "already": 0}
         assert rows("select p.code from operation_target t join party p on p.id = t.party_id") == [("C001",)]
         cli("targets", "add", "OP", "--where", "T2.FONCTION = ACHATS or party.stat(2) in (B)")
         assert scalar("select count(*) from operation_target") == 3

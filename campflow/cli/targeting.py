@@ -175,4 +175,5 @@ def list_(
     title = f"{operation}{' step ' + step if step else ''}: {total} parties"
     if total > len(rows):
         title += f" (first {len(rows)}; --limit 0 for all)"
-    print_table(title, columns, [[r[c] for c in columns] for r in rows])
+    shown = [c for c in columns if c not in ("added_at", "source")]  # both stay in --json
+    print_table(title, shown, [[r[c] for c in shown] for r in rows])
