@@ -89,27 +89,35 @@ def _fields(row: dict[str, Any], custom: dict[str, tuple[str, int | None]]) -> s
     return as_json(values)
 
 
+def _stage_master_rows(session: Session, path: Path, table: str, columns: dict[str, list[str]],
+                       required: list[str], problem, rejections: Rejections, show_progress: bool
+                       ) -> tuple[int, dict[str, tuple[str, int | None]]]:
+    """Stream a parties or contacts file into `<table>_stage`; returns (rows, custom columns)."""
+    with open_sheet(path, aliases=columns, required=required) as sheet:
+        custom = custom_keys(sheet, set(columns))
+        standard = list(columns)
+        stage = f"{table}_stage"
+        create_stage(session, stage, [(c, "text") for c in standard] + [("fields", "jsonb")])
+
+        def rows() -> Iterator[list[Any]]:
+            for row_no, row in sheet.rows():
+                reason = problem(row)
+                if reason:
+                    rejections.add(row_no, reason)
+                    continue
+                yield [row_no, *(row.get(c) for c in standard), _fields(row, custom)]
+
+        with progress(f"reading {path.name}", enabled=show_progress) as advance:
+            total = copy_rows(session, stage, [*standard, "fields"], rows(), advance)
+    return total + len(rejections), custom
+
+
 def import_parties(session: Session, path: Path, *, skip_bad_rows: bool = False,
                    show_progress: bool = True, report: Path | None = None) -> ImportResult:
     """Upsert parties from a spreadsheet; all or nothing unless `skip_bad_rows`."""
     rejections = Rejections(path)
-    with open_sheet(path, aliases=PARTY_COLUMNS, required=["kind", "code", "name"]) as sheet:
-        custom = custom_keys(sheet, set(PARTY_COLUMNS))
-        standard = list(PARTY_COLUMNS)
-        create_stage(session, "party_stage", [(c, "text") for c in standard] + [("fields", "jsonb")])
-
-        def rows() -> Iterator[list[Any]]:
-            for row_no, row in sheet.rows():
-                reason = _party_problem(row)
-                if reason:
-                    rejections.add(row_no, reason)
-                    continue
-                row["kind"] = kind_of(row["kind"])
-                yield [row_no, *(row.get(c) for c in standard), _fields(row, custom)]
-
-        with progress(f"reading {path.name}", enabled=show_progress) as advance:
-            total = copy_rows(session, "party_stage", [*standard, "fields"], rows(), advance)
-    total += len(rejections)
+    total, custom = _stage_master_rows(session, path, "party", PARTY_COLUMNS, ["kind", "code", "name"],
+                                       _party_problem, rejections, show_progress)
     reject_where(session, rejections, """
         select row_no, 'party code ' || code || ' appears again (first at row ' || first || ')'
         from (select row_no, code, min(row_no) over (partition by code) as first from party_stage) s
@@ -119,6 +127,7 @@ def import_parties(session: Session, path: Path, *, skip_bad_rows: bool = False,
 
 
 def _party_problem(row: dict[str, Any]) -> str | None:
+    """Why a party row is rejected, or None; a good row's FICHE becomes the kind's name."""
     if row.get(EXTRA):
         return f"cells outside the columns: {row[EXTRA]}"
     if not row.get("code"):
@@ -130,6 +139,7 @@ def _party_problem(row: dict[str, Any]) -> str | None:
         return "NOM (name) is empty"
     if row.get("email") and not EMAIL.match(row["email"]):
         return f"EMAIL {row['email']!r} is not an e-mail address"
+    row["kind"] = kind_of(row["kind"])
     return None
 
 
@@ -163,22 +173,8 @@ def import_contacts(session: Session, path: Path, *, skip_bad_rows: bool = False
                     show_progress: bool = True, report: Path | None = None) -> ImportResult:
     """Upsert contacts by (party, contact code); the party must exist."""
     rejections = Rejections(path)
-    with open_sheet(path, aliases=CONTACT_COLUMNS, required=["party", "code"]) as sheet:
-        custom = custom_keys(sheet, set(CONTACT_COLUMNS))
-        standard = list(CONTACT_COLUMNS)
-        create_stage(session, "contact_stage", [(c, "text") for c in standard] + [("fields", "jsonb")])
-
-        def rows() -> Iterator[list[Any]]:
-            for row_no, row in sheet.rows():
-                reason = _contact_problem(row)
-                if reason:
-                    rejections.add(row_no, reason)
-                    continue
-                yield [row_no, *(row.get(c) for c in standard), _fields(row, custom)]
-
-        with progress(f"reading {path.name}", enabled=show_progress) as advance:
-            total = copy_rows(session, "contact_stage", [*standard, "fields"], rows(), advance)
-    total += len(rejections)
+    total, custom = _stage_master_rows(session, path, "contact", CONTACT_COLUMNS, ["party", "code"],
+                                       _contact_problem, rejections, show_progress)
     reject_where(session, rejections, """
         select s.row_no, 'unknown party ' || s.party || '; import it first with campflow parties import'
         from contact_stage s left join party p on p.code = s.party where p.id is null""")
