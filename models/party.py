@@ -20,7 +20,6 @@ class Party(Base):
     __table_args__ = (
         CheckConstraint(f"kind in ({_KINDS_SQL})", name="kind"),
         Index("ix_party_kind", "kind"),
-        Index("ix_party_fields", "fields", postgresql_using="gin"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

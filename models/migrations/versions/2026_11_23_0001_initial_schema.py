@@ -105,7 +105,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_party')),
     sa.UniqueConstraint('code', name=op.f('uq_party_code'))
     )
-    op.create_index('ix_party_fields', 'party', ['fields'], unique=False, postgresql_using='gin')
     op.create_index('ix_party_kind', 'party', ['kind'], unique=False)
     op.create_table('questionnaire',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -378,7 +377,6 @@ def downgrade() -> None:
     op.drop_table('state')
     op.drop_table('questionnaire')
     op.drop_index('ix_party_kind', table_name='party')
-    op.drop_index('ix_party_fields', table_name='party', postgresql_using='gin')
     op.drop_table('party')
     op.drop_index('uq_folder_parent_label', table_name='folder', postgresql_nulls_not_distinct=True)
     op.drop_table('folder')
