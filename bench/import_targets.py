@@ -14,7 +14,8 @@ BENCH targeting prospects and clients, then measures:
 * the floor of each file: the same CSV read with the csv module and written with psycopg 3's
   `COPY … FROM STDIN` (`write_row`) into a bare table of text columns, no index.
 
-Each measurement runs in a fresh (spawned) process, twice: once without tracing for the wall
+Each measurement runs in a fresh process (forked by multiprocessing's fork server, so that its
+ru_maxrss is its own), twice: once without tracing for the wall
 time and the growth of the peak RSS (ru_maxrss after − before the call), once under tracemalloc
 for the peak of Python allocations (tracemalloc slows allocation-heavy code, so its wall time is
 only reported in the JSON as `traced_seconds`). Between runs the tables are emptied, and before
@@ -189,12 +190,16 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     py_peak = tracemalloc.get_traced_memory()[1] if task["trace"] else None
     tracemalloc.stop()
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {**outcome, "seconds": seconds, "py_peak": py_peak,
+    return {**outcome, "seconds": seconds, "py_peak": py_peak, "rss_before": rss_before,
             "rss_growth": max(0, rss_after - rss_before), "rss_peak": rss_after}
 
 
 def in_child(task: dict[str, Any]) -> dict[str, Any]:
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    """Run `measure` in a new process. Not "spawn": a process exec'd by this one starts with
+    ru_maxrss = this process's peak RSS (Linux keeps the high-water mark across exec), which
+    would hide any growth; a process forked by the (small) fork server starts from its own."""
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method)) as pool:
         return pool.submit(measure, task).result()
 
 
@@ -248,6 +253,7 @@ def summary(r: dict[str, Any], floor: dict[str, Any] | None = None) -> dict[str,
     out = {"rows": r["rows"], "seconds": round(r["seconds"], 3),
            "rows_per_s": round(r["rows"] / r["seconds"]),
            "py_peak_mb": round(r["py_peak"] / MB, 1), "rss_growth_mb": round(r["rss_growth"] / MB, 1),
+           "rss_before_mb": round(r["rss_before"] / MB, 1),
            "traced_seconds": round(r["traced_seconds"], 3)}
     if floor is not None:
         out["ratio"] = round((r["rows"] / r["seconds"]) / (floor["rows"] / floor["seconds"]), 3)

@@ -79,6 +79,11 @@ class Sheet:
         self._headed = headed  # every non-blank header cell, kept or not
         self._records = records
         self._on_close = on_close
+        # rows are hot loops over millions of rows: precompute where each key and stray cell is
+        self._keys = tuple(c.key for c in columns)
+        self._indexes = tuple(c.index for c in columns)
+        self._width = max(headed, default=-1) + 1
+        self._unheaded = tuple(i for i in range(self._width) if i not in headed)
 
     def rows(self) -> Iterator[tuple[int, dict[str, str | None]]]:
         """Yield (row number as the user sees it, {key: value}) for each non-blank data row."""
@@ -90,13 +95,16 @@ class Sheet:
 
     def _row(self, cells: Cells) -> dict[str, str | None]:
         width = len(cells)
-        row = {c.key: cells[c.index] if c.index < width else None for c in self.columns}
-        extra = [
-            f'{get_column_letter(i + 1)}="{value}"'
-            for i, value in enumerate(cells) if value is not None and i not in self._headed
-        ]
-        if extra:
-            row[EXTRA] = ", ".join(extra)
+        if width >= self._width:
+            row = dict(zip(self._keys, [cells[i] for i in self._indexes], strict=True))
+        else:
+            row = {key: cells[i] if i < width else None for key, i in zip(self._keys, self._indexes)}
+        if (width > self._width and any(cells[self._width:])) or any(
+                cells[i] is not None for i in self._unheaded if i < width):
+            row[EXTRA] = ", ".join(
+                f'{get_column_letter(i + 1)}="{value}"'
+                for i, value in enumerate(cells) if value is not None and i not in self._headed
+            )
         return row
 
     def close(self) -> None:
@@ -290,7 +298,7 @@ def _csv_records(path: Path, encoding: str, delimiter: str) -> Records:
         start = 1
         try:
             for record in reader:
-                yield start, [_clean(cell) for cell in record]
+                yield start, [cell.strip() or None for cell in record]  # _clean, inlined: hot loop
                 start = reader.line_num + 1
         except csv.Error as exc:
             raise _rejected(path, f"line {reader.line_num}: cannot split it into cells ({exc}); "

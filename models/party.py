@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import PARTY_KINDS, Base, created_at_column, updated_at_column
@@ -19,7 +19,6 @@ class Party(Base):
     __tablename__ = "party"
     __table_args__ = (
         CheckConstraint(f"kind in ({_KINDS_SQL})", name="kind"),
-        Index("ix_party_kind", "kind"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

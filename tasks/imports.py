@@ -15,7 +15,6 @@ from campflow.errors import ImportRejected, Problem
 from campflow.sheets import EXTRA, Sheet, open_sheet
 from tasks.staging import (
     Rejections,
-    as_json,
     copy_rows,
     create_stage,
     drop_rejected,
@@ -81,12 +80,18 @@ def register_custom_fields(session: Session, table: str, custom: dict[str, tuple
         ), {"t": table, "n": name, "i": index is not None})
 
 
-def _fields(row: dict[str, Any], custom: dict[str, tuple[str, int | None]]) -> str:
-    values = {}
-    for key, (name, index) in custom.items():
-        if row.get(key) is not None:
-            values[f"{name}({index})" if index else name] = row[key]
-    return as_json(values)
+def fields_sql(custom: dict[str, tuple[str, int | None]], alias: str) -> tuple[str, dict[str, str]]:
+    """The staged custom columns as one jsonb expression (built by PostgreSQL, not per row in
+    Python); keys are bound parameters. Empty cells are left out, so they change nothing."""
+    if not custom:
+        return "'{}'::jsonb", {}
+    pairs = [(f"cf{i}", f"{name}({index})" if index else name)
+             for i, (name, index) in enumerate(custom.values())]
+    chunks = [pairs[i:i + 50] for i in range(0, len(pairs), 50)]  # jsonb_build_object: 100 args
+    sql = " || ".join(
+        "jsonb_strip_nulls(jsonb_build_object(" + ", ".join(f"cast(:{p}k as text), {alias}.{p}" for p, _ in chunk) + "))"
+        for chunk in chunks)
+    return sql, {f"{p}k": key for p, key in pairs}
 
 
 def _stage_master_rows(session: Session, path: Path, table: str, columns: dict[str, list[str]],
@@ -97,7 +102,8 @@ def _stage_master_rows(session: Session, path: Path, table: str, columns: dict[s
         custom = custom_keys(sheet, set(columns))
         standard = list(columns)
         stage = f"{table}_stage"
-        create_stage(session, stage, [(c, "text") for c in standard] + [("fields", "jsonb")])
+        extra = [f"cf{i}" for i in range(len(custom))]
+        create_stage(session, stage, [(c, "text") for c in (*standard, *extra)])
 
         def rows() -> Iterator[list[Any]]:
             for row_no, row in sheet.rows():
@@ -105,10 +111,10 @@ def _stage_master_rows(session: Session, path: Path, table: str, columns: dict[s
                 if reason:
                     rejections.add(row_no, reason)
                     continue
-                yield [row_no, *(row.get(c) for c in standard), _fields(row, custom)]
+                yield [row_no, *(row.get(c) for c in standard), *(row.get(k) for k in custom)]
 
         with progress(f"reading {path.name}", enabled=show_progress) as advance:
-            total = copy_rows(session, stage, [*standard, "fields"], rows(), advance)
+            total = copy_rows(session, stage, [*standard, *extra], rows(), advance)
     return total + len(rejections), custom
 
 
@@ -123,7 +129,7 @@ def import_parties(session: Session, path: Path, *, skip_bad_rows: bool = False,
         from (select row_no, code, min(row_no) over (partition by code) as first from party_stage) s
         where row_no <> first""")
     return _finish(session, "party_stage", rejections, total, skip_bad_rows, report, lambda: (
-        register_custom_fields(session, "party", custom), _upsert_parties(session))[1])
+        register_custom_fields(session, "party", custom), _upsert_parties(session, custom))[1])
 
 
 def _party_problem(row: dict[str, Any]) -> str | None:
@@ -143,19 +149,28 @@ def _party_problem(row: dict[str, Any]) -> str | None:
     return None
 
 
-def _upsert_parties(session: Session) -> tuple[int, int]:
-    return _counted(session, """
-        insert into party (code, kind, name, email, phone, fax, address, postal_code, city, country, fields)
-        select code, kind, name, email, phone, fax, address, postal_code, city, country, fields
-        from party_stage
-        on conflict (code) do update set
-            kind = excluded.kind, name = excluded.name,
-            email = coalesce(excluded.email, party.email), phone = coalesce(excluded.phone, party.phone),
-            fax = coalesce(excluded.fax, party.fax), address = coalesce(excluded.address, party.address),
-            postal_code = coalesce(excluded.postal_code, party.postal_code),
-            city = coalesce(excluded.city, party.city), country = coalesce(excluded.country, party.country),
-            fields = party.fields || excluded.fields, updated_at = now()
-        returning (xmax = 0) as created""")
+PARTY_VALUES = ("kind", "name", "email", "phone", "fax", "address", "postal_code", "city", "country")
+
+
+def _upsert_parties(session: Session, custom: dict[str, tuple[str, int | None]]) -> tuple[int, int]:
+    """Update the parties the file knows, then insert the new ones: plain statements are
+    twice as fast as INSERT … ON CONFLICT on a million rows; the lock keeps them exact."""
+    fields, keys = fields_sql(custom, "s")
+    session.execute(text("lock table party in share row exclusive mode"))
+    assignments = ", ".join(
+        f"{c} = s.{c}" if c in ("kind", "name") else f"{c} = coalesce(s.{c}, p.{c})" for c in PARTY_VALUES)
+    updated = session.execute(text(f"""
+        update party p set {assignments}, fields = p.fields || {fields}, updated_at = now()
+        from party_stage s where p.code = s.code"""), keys).rowcount
+    columns = ", ".join(PARTY_VALUES)
+    created = session.execute(text(f"""
+        with added as (
+            insert into party (code, {columns}, fields)
+            select s.code, {", ".join(f"s.{c}" for c in PARTY_VALUES)}, {fields} from party_stage s
+            where not exists (select from party p where p.code = s.code)
+            returning 1)
+        select count(*) from added"""), keys).scalar_one()
+    return created, updated
 
 
 def _finish(session: Session, stage: str, rejections: Rejections, total: int, skip_bad_rows: bool,
@@ -183,7 +198,7 @@ def import_contacts(session: Session, path: Path, *, skip_bad_rows: bool = False
         from (select row_no, party, code, min(row_no) over (partition by party, code) as first
               from contact_stage) s where row_no <> first""")
     return _finish(session, "contact_stage", rejections, total, skip_bad_rows, report, lambda: (
-        register_custom_fields(session, "contact", custom), _upsert_contacts(session))[1])
+        register_custom_fields(session, "contact", custom), _upsert_contacts(session, custom))[1])
 
 
 def _contact_problem(row: dict[str, Any]) -> str | None:
@@ -198,10 +213,11 @@ def _contact_problem(row: dict[str, Any]) -> str | None:
     return None
 
 
-def _upsert_contacts(session: Session) -> tuple[int, int]:
-    return _counted(session, """
+def _upsert_contacts(session: Session, custom: dict[str, tuple[str, int | None]]) -> tuple[int, int]:
+    fields, keys = fields_sql(custom, "s")
+    return _counted(session, keys, f"""
         insert into contact (party_id, code, title, last_name, first_name, function, email, phone, fields)
-        select p.id, s.code, s.title, s.last_name, s.first_name, upper(s.function), s.email, s.phone, s.fields
+        select p.id, s.code, s.title, s.last_name, s.first_name, upper(s.function), s.email, s.phone, {fields}
         from contact_stage s join party p on p.code = s.party
         on conflict (party_id, code) do update set
             title = coalesce(excluded.title, contact.title),
@@ -213,9 +229,9 @@ def _upsert_contacts(session: Session) -> tuple[int, int]:
         returning (xmax = 0) as created""")
 
 
-def _counted(session: Session, upsert: str) -> tuple[int, int]:
+def _counted(session: Session, params: dict[str, str], upsert: str) -> tuple[int, int]:
     """Run an upsert returning `created` per row; count created and updated rows in SQL."""
     created, updated = session.execute(text(
         f"with done as ({upsert}) select count(*) filter (where created), "
-        "count(*) filter (where not created) from done")).one()
+        "count(*) filter (where not created) from done"), params).one()
     return created, updated

@@ -7,7 +7,6 @@ table; nothing reaches the real tables until every check passed (or bad rows wer
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -98,7 +97,3 @@ def drop_rejected(session: Session, name: str, rejections: Rejections) -> None:
     if rejections.rows:
         session.execute(text(f"delete from {name} where row_no = any(:rows)"),
                         {"rows": list(rejections.rows)})
-
-
-def as_json(value: dict[str, Any]) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -23,6 +23,7 @@ from tasks.staging import Rejections, copy_rows, create_stage, drop_rejected, pr
 
 TARGET_COLUMNS = {"table": ["FICHE", "KIND"], "party": ["TIERS", "PARTY"], "contact": ["CONTACT"]}
 PROCESSED = ("ok_continue", "not_processed_continue")
+LOCK_TARGETS = 1  # advisory lock namespace: targeting of one operation
 
 
 @dataclass(frozen=True)
@@ -58,58 +59,63 @@ def import_targets(session: Session, operation_code: str, path: Path, *, skip_ba
         with progress(f"reading {path.name}", enabled=show_progress) as advance:
             total = copy_rows(session, "target_stage", ["kind", "party", "contact"], rows(), advance)
     total += len(rejections)
-    session.execute(text("create index on target_stage (party)"))
-    session.execute(text("analyze target_stage"))
-    check_target_stage(session, rejections, op)
+    # one import per operation at a time: the inserts below skip what is already targeted
+    session.execute(text("select pg_advisory_xact_lock(:ns, :op)"), {"ns": LOCK_TARGETS, "op": op.id})
+    session.execute(text("""
+        create temporary table target_checked on commit drop as
+        select s.row_no, s.kind, s.party, s.contact, p.id as party_id, p.kind as party_kind,
+               c.id as contact_id
+        from target_stage s left join party p on p.code = s.party
+        left join contact c on c.party_id = p.id and c.code = s.contact"""))
+    check_targets(session, rejections, op)
     if report is not None:
         rejections.write_report(report)
     if not skip_bad_rows:
         rejections.raise_if_any(total)
-    drop_rejected(session, "target_stage", rejections)
+    drop_rejected(session, "target_checked", rejections)
     parties, already = _insert_targets(session, op.id, f"import:{path.name}")
     return TargetResult(total, parties, _insert_target_contacts(session, op.id), len(rejections), already)
 
 
-def check_target_stage(session: Session, rejections: Rejections, op: Operation) -> None:
-    """Set-based checks: unknown parties and contacts, kinds, kinds the operation excludes."""
+def check_targets(session: Session, rejections: Rejections, op: Operation) -> None:
+    """One pass over the checked rows: unknown parties and contacts, kinds, excluded kinds."""
     reject_where(session, rejections, """
-        select s.row_no, 'unknown party ' || s.party || '; import it with campflow parties import'
-        from target_stage s left join party p on p.code = s.party where p.id is null""")
-    reject_where(session, rejections, """
-        select s.row_no, 'party ' || s.party || ' is a ' || p.kind || ', not a ' || s.kind
-               || ' as FICHE says'
-        from target_stage s join party p on p.code = s.party where p.kind <> s.kind""")
-    reject_where(session, rejections, """
-        select s.row_no, 'operation ' || :code || ' targets ' || array_to_string(cast(:kinds as text[]), ', ')
-               || '; party ' || s.party || ' is a ' || p.kind
-        from target_stage s join party p on p.code = s.party where not (p.kind = any(cast(:kinds as text[])))""",
-                 code=op.code, kinds=list(op.party_kinds))
-    reject_where(session, rejections, """
-        select s.row_no, 'party ' || s.party || ' has no contact ' || s.contact
-        from target_stage s join party p on p.code = s.party
-        left join contact c on c.party_id = p.id and c.code = s.contact
-        where s.contact is not null and c.id is null""")
+        select row_no, case
+            when party_id is null then 'unknown party ' || party || '; import it with campflow parties import'
+            when party_kind <> kind then 'party ' || party || ' is a ' || party_kind || ', not a ' || kind
+                                         || ' as FICHE says'
+            when not (party_kind = any(cast(:kinds as text[]))) then 'operation ' || :code || ' targets '
+                || array_to_string(cast(:kinds as text[]), ', ') || '; party ' || party || ' is a ' || party_kind
+            else 'party ' || party || ' has no contact ' || contact end
+        from target_checked
+        where party_id is null or party_kind <> kind or not (party_kind = any(cast(:kinds as text[])))
+              or (contact is not null and contact_id is null)""", code=op.code, kinds=list(op.party_kinds))
 
 
 def _insert_targets(session: Session, operation_id: int, source: str) -> tuple[int, int]:
-    added, staged = session.execute(text("""
-        with wanted as (select distinct p.id from target_stage s join party p on p.code = s.party),
+    added, wanted = session.execute(text("""
+        with wanted as (select distinct party_id from target_checked),
         added as (
             insert into operation_target (operation_id, party_id, source)
-            select :op, id, :source from wanted order by id
-            on conflict do nothing returning 1)
+            select :op, party_id, :source from wanted w
+            where not exists (select from operation_target t where t.operation_id = :op
+                              and t.party_id = w.party_id)
+            returning 1)
         select (select count(*) from added), (select count(*) from wanted)"""),
         {"op": operation_id, "source": source}).one()
-    return added, staged - added
+    return added, wanted - added
 
 
 def _insert_target_contacts(session: Session, operation_id: int) -> int:
     return session.execute(text("""
-        with added as (
+        with wanted as (select distinct contact_id, party_id from target_checked
+                        where contact_id is not null),
+        added as (
             insert into operation_target_contact (operation_id, contact_id, party_id)
-            select distinct :op, c.id, p.id from target_stage s
-            join party p on p.code = s.party join contact c on c.party_id = p.id and c.code = s.contact
-            on conflict do nothing returning 1)
+            select :op, contact_id, party_id from wanted w
+            where not exists (select from operation_target_contact t where t.operation_id = :op
+                              and t.contact_id = w.contact_id)
+            returning 1)
         select count(*) from added"""), {"op": operation_id}).scalar_one()
 
 

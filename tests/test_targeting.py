@@ -213,3 +213,36 @@ class TestTargetingCommands:
         assert table.out.index("Lyon") < table.out.index("Paris")
         assert "--sort 'town': sort by one of" in cli("targets", "list", "OP", "--sort", "town").err
         assert "--status needs --step" in cli("targets", "list", "OP", "--status", "failed").err
+
+
+class TestCascades:
+    """The per-party tables follow deletions of their parents (statement-level triggers)."""
+
+    def test_deleting_parents_deletes_their_rows(self, loaded, cli):
+        from sqlalchemy import text
+
+        from campflow import db
+
+        cli("targets", "add", "OP", "--where", "kind in (prospect, client)")
+        with db.engine().begin() as conn:
+            conn.execute(text("""insert into operation_target_contact (operation_id, contact_id, party_id)
+                select 1, id, party_id from contact"""))
+            conn.execute(text("""insert into step_target (step_id, party_id, operation_id)
+                select s.id, t.party_id, t.operation_id from operation_target t join step s
+                on s.operation_id = t.operation_id"""))
+            conn.execute(text("""insert into step_target_contact (step_id, contact_id, party_id)
+                select s.id, c.contact_id, c.party_id from operation_target_contact c join step s
+                on s.operation_id = c.operation_id"""))
+            conn.execute(text("delete from party where code = 'P001'"))
+        assert scalar("select count(*) from operation_target") == 2
+        assert scalar("select count(*) from step_target") == 2
+        assert scalar("select count(*) from operation_target_contact") == 1
+        assert scalar("select count(*) from step_target_contact") == 1
+        with db.engine().begin() as conn:
+            conn.execute(text("delete from contact"))
+        assert scalar("select count(*) from operation_target_contact") == 0
+        assert scalar("select count(*) from step_target_contact") == 0
+        with db.engine().begin() as conn:
+            conn.execute(text("delete from operation"))
+        assert scalar("select count(*) from operation_target") == 0
+        assert scalar("select count(*) from step_target") == 0
