@@ -66,8 +66,20 @@ def progress(description: str, *, enabled: bool = True) -> Iterator[Callable[[in
         yield lambda n: bar.update(task, advance=n)
 
 
+def prefer_bulk_plans(session: Session) -> None:
+    """Plans for whole-table statements, for the rest of this transaction.
+
+    Stale statistics (a table analysed while empty) make the planner choose nested loops
+    that re-scan a table once per row: quadratic on a million rows. Hash joins are linear
+    whatever the statistics say; more work_mem keeps their hashes and sorts in memory.
+    """
+    session.execute(text("set local enable_nestloop = off"))
+    session.execute(text("set local work_mem = '64MB'"))
+
+
 def create_stage(session: Session, name: str, columns: Sequence[tuple[str, str]]) -> None:
     """A temporary table dropped at commit; `row_no` is the file's row number."""
+    prefer_bulk_plans(session)
     cols = ", ".join(f"{col} {sql_type}" for col, sql_type in (("row_no", "integer"), *columns))
     session.execute(text(f"create temporary table {name} ({cols}) on commit drop"))
 
@@ -84,6 +96,7 @@ def copy_rows(session: Session, name: str, columns: Sequence[str], rows: Iterabl
             if count % batch == 0:
                 advance(batch)
     advance(count % batch)
+    session.execute(text(f"analyze {name}"))
     return count
 
 

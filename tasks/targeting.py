@@ -67,6 +67,7 @@ def import_targets(session: Session, operation_code: str, path: Path, *, skip_ba
                c.id as contact_id
         from target_stage s left join party p on p.code = s.party
         left join contact c on c.party_id = p.id and c.code = s.contact"""))
+    session.execute(text("analyze target_checked"))
     check_targets(session, rejections, op)
     if report is not None:
         rejections.write_report(report)
