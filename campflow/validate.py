@@ -398,12 +398,12 @@ class OperationCheck:
         except FormulaError as exc:
             self.problem(loc, f"field: {exc}")
 
-    def check_fields_in(self, text: str, syntax: str, loc: Loc, where: str = "") -> None:
+    def check_fields_in(self, text: str, syntax: str, loc: Loc) -> None:
         for name, start, _end in parse_template_fields(text, syntax):
             try:
                 self.catalog.resolve(name, start)
             except FormulaError as exc:
-                self.problem(loc, f"{where}field [[{name}]]: {exc.message}")
+                self.problem(loc, f"field [[{name}]]: {exc.message}")
 
     def check_template_file(self, value: str, loc: Loc) -> None:
         if not is_template_path(value):

@@ -168,6 +168,7 @@ def _upsert_parties(session: Session, custom: dict[str, tuple[str, int | None]])
             insert into party (code, {columns}, fields)
             select s.code, {", ".join(f"s.{c}" for c in PARTY_VALUES)}, {fields} from party_stage s
             where not exists (select from party p where p.code = s.code)
+            order by s.code  -- in index order: appends instead of random page splits
             returning 1)
         select count(*) from added"""), keys).scalar_one()
     return created, updated

@@ -214,3 +214,46 @@ def test_models_match_the_migrations(database_url):
     with db.engine().connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == []
+
+
+class TestTemplatesAtApply:
+    """An unknown field in a template is a spec error, never a blank in a sent message."""
+
+    SPEC = """\
+kind: Operation
+code: OP-MAIL
+label: Mailing
+steps:
+  - code: S1
+    label: E-mails
+    kind: emailing
+    email: {subject: "Bonjour [[PCFIDX.NOM]]", body: BODY}
+"""
+
+    def apply(self, cli, tmp_path, body_name: str, body: str | None):
+        if body is not None:
+            (tmp_path / body_name).write_text(body, encoding="utf-8")
+        path = write_spec(tmp_path, self.SPEC.replace("BODY", body_name))
+        return path, cli("apply", path)
+
+    def test_html_template_field_unknown(self, database, cli, tmp_path):
+        path, result = self.apply(cli, tmp_path, "body.html", "<p>Bonjour</p>\n<p>[[PCFIDX.VILE]]</p>\n")
+        assert result.code == 1
+        assert f"{path}:8: " in result.err
+        assert f"{tmp_path / 'body.html'}:2: field PCFIDX.VILE: unknown field" in result.err
+
+    def test_jinja_template_checked_in_the_sandbox_parser(self, database, cli, tmp_path):
+        _, result = self.apply(cli, tmp_path, "body.j2", "{{ party.name }}\n{{ party.nmae }}\n")
+        assert result.code == 1
+        assert "body.j2: line 2: party.nmae: unknown field" in result.err
+        _, result = self.apply(cli, tmp_path, "bad.j2", "{% if party.name %}unclosed\n")
+        assert "bad.j2: line 1: template syntax" in result.err or "bad.j2: line 2: template syntax" in result.err
+
+    def test_missing_template_file(self, database, cli, tmp_path):
+        _, result = self.apply(cli, tmp_path, "absent.html", None)
+        assert result.code == 1
+        assert "template absent.html not found" in result.err
+
+    def test_good_templates_apply(self, database, cli, tmp_path):
+        _, result = self.apply(cli, tmp_path, "body.j2", "{{ contact.first_name }} {{ party.city }}\n")
+        assert result.code == 0, result.err

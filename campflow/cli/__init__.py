@@ -7,7 +7,7 @@ import sys
 import typer
 
 from campflow.cli import ops, specs, targeting
-from campflow.cli.common import console, err_console
+from campflow.cli.common import err_console
 from campflow.errors import CampflowError
 
 app = typer.Typer(
@@ -42,7 +42,6 @@ def main() -> None:
         if isinstance(exc, click.exceptions.Exit):
             sys.exit(exc.exit_code)
         raise
-    _ = console
 
 
 __all__ = ["app", "main"]
