@@ -1,0 +1,90 @@
+"""`campflow run` and `campflow distribute`: run an operation now, or route one step by hand."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+
+from campflow.cli.common import JSON_OPTION_HELP, console, print_json, print_table
+from campflow.errors import CampflowError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("distribute")(distribute)
+
+
+def print_funnel(operation: str, reports: list[dict[str, Any]]) -> None:
+    rows = []
+    for r in reports:
+        after = r["after"]
+        rows.append((r["code"], r["kind"], r["state"], r["entered"], r["processed"], after.get("to_process", 0),
+                     sum(v for k, v in after.items() if k != "to_process"),
+                     ", ".join(f"{x['target']} {x['routed']}" for x in r["routes"]) or "—", r["reason"]))
+    print_table(f"{operation}: funnel", ("step", "kind", "state", "entered", "processed", "to process", "done",
+                                         "routed", "note"), rows)
+
+
+def run(
+    operation: Annotated[str, typer.Argument(help="Operation code.")],
+    step: Annotated[list[str] | None, typer.Option("--step", help="Only this step (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and who would be processed "
+                                          "and routed; change nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+) -> None:
+    """Run an operation now as a Prefect flow run (`run-operation`) and print its funnel.
+    Exits 1 when a step failed.
+
+    Example: campflow run SALON-ERP-2026 --step S1 --dry-run
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the funnel says what matters
+    from flows.run_operation import load_plan, run_operation
+
+    if dry_run and not as_json:
+        console.print(str(load_plan(operation)[0]), highlight=False)
+    try:
+        reports = run_operation(operation, steps=step or None, dry_run=dry_run)
+    except CampflowError:
+        raise
+    if as_json:
+        print_json(reports)
+    else:
+        print_funnel(operation, reports)
+        if dry_run:
+            console.print("dry run: nothing was changed")
+
+
+def distribute(
+    operation: Annotated[str, typer.Argument(help="Operation code.")],
+    step: Annotated[str, typer.Option("--step", help="The step whose finished parties move on.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, change nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+) -> None:
+    """Route a step's finished parties along its routes now ("répartir les tiers").
+
+    Example: campflow distribute SALON-ERP-2026 --step S2
+    """
+    from dataclasses import asdict
+
+    from flows.run_operation import LOCK_RUN, load_plan, process_step
+
+    from campflow import db
+    from sqlalchemy import text
+
+    _, op_id = load_plan(operation)
+    with db.engine().connect() as lock:
+        if not lock.scalar(text("select pg_try_advisory_lock(:ns, :op)"), {"ns": LOCK_RUN, "op": op_id}):
+            raise CampflowError(f"operation {operation} is being run; distribute when the run ends")
+        try:
+            report = process_step(operation, step, route_only=True, dry_run=dry_run)
+        finally:
+            lock.execute(text("select pg_advisory_unlock(:ns, :op)"), {"ns": LOCK_RUN, "op": op_id})
+            lock.commit()
+    if as_json:
+        print_json(asdict(report))
+        return
+    print_table(f"{operation} {step}: parties routed", ("to", "rule", "routed"),
+                [(r["target"], r["rule"], r["routed"]) for r in report.routes])

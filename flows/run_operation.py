@@ -1,0 +1,227 @@
+"""The `run-operation` flow: one task run per step, wired as the operation's DAG.
+
+Each step task, in one transaction: entry steps take in the operation's targets, the
+step's kind processes its `to_process` parties, contacts and parties agree on statuses,
+events are recorded, and the step's finished parties are routed on. A crash rolls the step
+back; running again resumes, and nothing is ever done twice for a party in a step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import Completed
+from sqlalchemy import text
+
+from campflow import db
+from campflow.catalog import load_known
+from campflow.errors import CampflowError
+from flows.compiler import OperationPlan, StepPlan, compile_operation
+from tasks import routing
+from tasks.registry import StepContext, step_kind
+
+LOCK_RUN = 2  # advisory lock namespace: one run of an operation at a time
+
+
+@dataclass
+class StepReport:
+    code: str
+    kind: str
+    state: str = "Completed"
+    reason: str = ""
+    entered: int = 0
+    processed: int = 0
+    events: int = 0
+    before: dict[str, int] = field(default_factory=dict)
+    after: dict[str, int] = field(default_factory=dict)
+    routes: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+
+def load_plan(operation: str) -> tuple[OperationPlan, int]:
+    from campflow.apply import export_operation
+    from campflow.operations import find_operation
+
+    with db.session() as session:
+        op_id = find_operation(session, operation).id
+        return compile_operation(export_operation(session, operation)), op_id
+
+
+def output_root() -> Path:
+    import os
+
+    return Path(os.environ.get("CAMPFLOW_OUTPUT_DIR", "out")).resolve()
+
+
+def artifact_key(*parts: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+
+
+def process_step(operation: str, step_code: str, *, dry_run: bool = False, scheduled: bool = False,
+                 route_only: bool = False, now: dt.datetime | None = None) -> StepReport:
+    """Everything one step does, in one transaction (rolled back for a dry run).
+
+    `route_only` is "répartir les tiers" by hand: no entry, no processing, only routing.
+    """
+    plan, op_id = load_plan(operation)
+    step = plan.step(step_code)
+    kind = step_kind(step.kind)
+    report = StepReport(step.code, step.kind)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    with db.session() as session:
+        ids = routing.step_ids(session, op_id)
+        step_id = ids[step.code]
+        catalog = load_known(session).field_catalog()
+        report.before = routing.status_counts(session, step_id)
+        if step.entry and not route_only:
+            report.entered = routing.enter_targets(session, plan, step, op_id, ids, catalog)
+        if route_only:
+            pass
+        elif scheduled and not step.is_due(now):
+            report.state, report.reason = "Skipped", f"not due before {step.run_at:%Y-%m-%d %H:%M %Z}"
+        else:
+            _run_kind(session, step, kind, op_id, step_id, operation, dry_run, report)
+        routing.sync_contacts(session, step_id)
+        if step.event and not dry_run:
+            report.events = routing.record_events(session, step_id, op_id, step.event)
+        if report.state != "Skipped":
+            report.routes = [asdict(r) for r in routing.route(session, plan, step, op_id, ids, catalog)]
+        report.after = routing.status_counts(session, step_id)
+        if not (report.entered or report.processed or any(r["routed"] for r in report.routes)) \
+                and report.state != "Skipped":
+            report.state = "Skipped"
+            report.reason = report.reason or _idle_reason(report, kind.automated)
+        if dry_run:
+            session.rollback()
+    return report
+
+
+def _run_kind(session, step: StepPlan, kind, op_id: int, step_id: int, operation: str,
+              dry_run: bool, report: StepReport) -> None:
+    waiting = report.before.get("to_process", 0) + report.entered
+    if not kind.automated or kind.run is None:
+        report.reason = f"{waiting} parties wait for people (status set / answers import)" if waiting else ""
+        return
+    if dry_run:
+        report.processed = waiting
+        report.reason = f"dry run: would process {waiting} parties"
+        return
+    from flows.compiler import thaw
+
+    context = StepContext(op_id, operation, step_id, step.code, step.kind, thaw(step.settings) or {},
+                          output_root() / operation)
+    outcome = kind.run(session, context)
+    report.processed = outcome.processed
+    report.outputs = [str(p) for p in outcome.outputs]
+
+
+def _idle_reason(report: StepReport, automated: bool) -> str:
+    if not sum(report.after.values()):
+        return "no party has reached this step"
+    if not automated and report.after.get("to_process"):
+        return f"{report.after['to_process']} parties wait for people (status set / answers import)"
+    return "nothing to process and no party to route"
+
+
+@task(task_run_name="{step_code} {kind}")
+def run_step(operation: str, step_code: str, kind: str, dry_run: bool = False,
+             scheduled: bool = False) -> StepReport:
+    """Run one step of an operation and route its finished parties."""
+    report = process_step(operation, step_code, dry_run=dry_run, scheduled=scheduled)
+    _step_artifacts(operation, report)
+    get_run_logger().info("%s %s: %s", step_code, report.state, report.reason or "done")
+    if report.state == "Skipped":
+        return Completed(name="Skipped", message=report.reason, data=report)  # type: ignore[return-value]
+    return report
+
+
+def _step_artifacts(operation: str, report: StepReport) -> None:
+    statuses = sorted(set(report.before) | set(report.after))
+    table = [{"status": s, "before": report.before.get(s, 0), "after": report.after.get(s, 0)} for s in statuses]
+    table += [{"status": f"→ {r['target']} ({r['rule']})", "before": "", "after": r["routed"]}
+              for r in report.routes]
+    create_table_artifact(key=artifact_key(operation, report.code), table=table or [{"status": "none"}],
+                          description=f"{report.code} {report.kind}: {report.state} {report.reason}")
+
+
+@flow(name="run-operation", flow_run_name="{operation}")
+def run_operation(operation: str, steps: list[str] | None = None, dry_run: bool = False,
+                  scheduled: bool = False) -> list[dict[str, Any]]:
+    """Run an operation's steps in dependency order; returns one report per step.
+
+    Args:
+        operation: the operation code, e.g. SALON-ERP-2026.
+        steps: only these steps (default: all).
+        dry_run: show who would be processed and routed; change nothing.
+        scheduled: a scheduled run leaves steps alone before their run_at.
+    """
+    plan, op_id = load_plan(operation)
+    unknown = sorted(set(steps or ()) - {s.code for s in plan.steps})
+    if unknown:
+        raise CampflowError(f"operation {operation} has no action step {', '.join(unknown)}")
+    with db.engine().connect() as lock:
+        if not lock.scalar(text("select pg_try_advisory_lock(:ns, :op)"), {"ns": LOCK_RUN, "op": op_id}):
+            raise CampflowError(f"operation {operation} is being run by another run; try again when it ends")
+        try:
+            if not dry_run:
+                _start(op_id)
+            reports = _run_steps(plan, operation, steps, dry_run, scheduled)
+        finally:
+            lock.execute(text("select pg_advisory_unlock(:ns, :op)"), {"ns": LOCK_RUN, "op": op_id})
+            lock.commit()
+    create_markdown_artifact(key=artifact_key(operation, "funnel"), markdown=funnel_markdown(operation, reports),
+                             description=f"Funnel of {operation}")
+    failed = [r["code"] for r in reports if r["state"] == "Failed"]
+    if failed:
+        raise CampflowError(f"step(s) {', '.join(failed)} of {operation} failed")
+    return reports
+
+
+def _start(op_id: int) -> None:
+    with db.session() as session:
+        session.execute(text("update operation set state = 'in_progress', updated_at = now() "
+                             "where id = :op and state = 'in_preparation'"), {"op": op_id})
+
+
+def _run_steps(plan: OperationPlan, operation: str, only: list[str] | None, dry_run: bool,
+               scheduled: bool) -> list[dict[str, Any]]:
+    futures = {}
+    for step in plan.steps:
+        if only and step.code not in only:
+            continue
+        kind = step_kind(step.kind)
+        options = run_step.with_options(name=f"{step.code} {step.kind}", tags=[operation, step.kind],
+                                        retries=kind.retries, retry_delay_seconds=kind.retry_delay_seconds)
+        futures[step.code] = options.submit(operation, step.code, step.kind, dry_run, scheduled,
+                                            wait_for=[futures[s] for s in step.sources if s in futures])
+    reports = []
+    for code, future in futures.items():
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            report = state.result()
+            if isinstance(report, StepReport):
+                report.state = "Skipped" if state.name == "Skipped" else report.state
+                reports.append(asdict(report))
+                continue
+        reports.append(asdict(StepReport(code, plan.step(code).kind, state="Failed" if state.is_failed()
+                                         else state.name, reason=state.message or "")))
+    return reports
+
+
+def funnel_markdown(operation: str, reports: list[dict[str, Any]]) -> str:
+    lines = [f"# {operation}", "", "| step | kind | state | entered | processed | to process | done | routed |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in reports:
+        after = r["after"]
+        done = sum(v for k, v in after.items() if k != "to_process")
+        routed = ", ".join(f"{x['target']} {x['routed']}" for x in r["routes"]) or "—"
+        lines.append(f"| {r['code']} | {r['kind']} | {r['state']} | {r['entered']} | {r['processed']} | "
+                     f"{after.get('to_process', 0)} | {done} | {routed} |")
+    return "\n".join(lines)
