@@ -1,0 +1,219 @@
+"""The run-operation flow against the real PostgreSQL, under one Prefect test harness."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from campflow import db
+from campflow.errors import CampflowError
+from tests.conftest import rows, scalar
+
+PARTIES = """FICHE;TIERS;NOM;VILLE;SECTEUR
+PRO;P1;Un;Lyon;BTP
+PRO;P2;Deux;Paris;BTP
+PRO;P3;Trois;Lyon;Commerce
+CLI;C1;Quatre;Paris;BTP
+CLI;C2;Cinq;Lyon;Commerce
+"""
+CONTACTS = "TIERS;CONTACT;NOM\nP1;A;Alpha\nP1;B;Beta\nC1;A;Gamma\n"
+QUESTIONNAIRE = """kind: Questionnaire
+code: Q
+label: Q
+questions:
+  - {code: CAT, label: Catalogue, type: choice, choices: [oui, non]}
+"""
+PREVIOUS = """kind: Operation
+code: PREV
+label: Last year
+steps:
+  - {code: S6, label: Survey, kind: other, next: []}
+"""
+OPERATION = """kind: Operation
+code: OP
+label: Branching
+party_kinds: [prospect, client]
+steps:
+  - code: A
+    label: Call
+    kind: phoning
+    questionnaire: Q
+    event: CALLED
+    next:
+      - to: B
+        conditions:
+          C1: {answer: Q.CAT, op: equals, value: oui}
+          C2: {party_kind: [prospect]}
+          C3: {status: {operation: PREV, step: S6, in: [ok_continue]}}
+        formula: C1 or (C2 and not C3)
+      - to: C
+        when_status: [failed]
+      - to: D
+        conditions: {V: {field: party.city, op: equals, value: lyon}}
+  - {code: B, label: Catalogue, kind: other, next: []}
+  - {code: C, label: Failed ones, kind: other, next: []}
+  - code: D
+    label: Lyon commerce
+    kind: other
+    where: {conditions: {S: {field: party.secteur, op: equals, value: Commerce}}}
+"""
+
+
+@pytest.fixture(scope="session")
+def prefect():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def operation(database, cli, tmp_path, prefect):
+    for name, content in (("parties.csv", PARTIES), ("contacts.csv", CONTACTS)):
+        (tmp_path / name).write_text(content, encoding="utf-8")
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    for name, content in (("q.yaml", QUESTIONNAIRE), ("prev.yaml", PREVIOUS), ("op.yaml", OPERATION)):
+        (specs / name).write_text(content, encoding="utf-8")
+    for args in (("parties", "import", tmp_path / "parties.csv"), ("contacts", "import", tmp_path / "contacts.csv"),
+                 ("apply", specs), ("targets", "add", "OP", "--where", "kind in (PRO, CLI)"),
+                 ("targets", "add", "PREV", "--where", "kind in (PRO, CLI)")):
+        result = cli(*args)
+        assert result.code == 0, result.err
+    execute("""insert into operation_target_contact (operation_id, contact_id, party_id)
+               select o.id, c.id, c.party_id from contact c, operation o where o.code = 'OP'""")
+    return "OP"
+
+
+def execute(sql: str, **params) -> None:
+    with db.engine().begin() as conn:
+        conn.execute(text(sql), params)
+
+
+def in_step(step: str, operation: str = "OP") -> dict[str, str]:
+    return dict(rows("""select p.code, st.status from step_target st join party p on p.id = st.party_id
+                        join step s on s.id = st.step_id join operation o on o.id = s.operation_id
+                        where o.code = :op and s.code = :step""", op=operation, step=step))
+
+
+def answer(party: str, value: str) -> None:
+    execute("""insert into answer (operation_id, party_id, question_id, value)
+               select o.id, p.id, q.id, :value from operation o, party p, question q
+               where o.code = 'OP' and p.code = :party and q.code = 'CAT'""", party=party, value=value)
+
+
+def set_status(step: str, party: str, status: str, operation: str = "OP") -> None:
+    execute("""update step_target st set status = :status, processed_at = now()
+               from step s, operation o, party p where s.id = st.step_id and o.id = s.operation_id
+               and p.id = st.party_id and o.code = :op and s.code = :step and p.code = :party""",
+            op=operation, step=step, party=party, status=status)
+
+
+def run(**kwargs):
+    from flows.run_operation import run_operation
+
+    return {r["code"]: r for r in run_operation("OP", **kwargs)}
+
+
+class TestRun:
+    def test_first_run_enters_targets_and_waits_for_people(self, operation):
+        reports = run()
+        assert in_step("A") == {c: "to_process" for c in ("P1", "P2", "P3", "C1", "C2")}
+        assert reports["A"]["entered"] == 5
+        assert "5 parties wait for people" in reports["A"]["reason"]
+        assert reports["B"]["state"] == "Skipped"
+        assert reports["B"]["reason"] == "no party has reached this step"
+        assert scalar("select state from operation where code = 'OP'") == "in_progress"
+        assert scalar("select count(*) from step_target_contact") == 3
+
+    def test_branching(self, operation):
+        run()
+        execute("""insert into step_target (step_id, party_id, operation_id, status)
+                   select s.id, p.id, s.operation_id, 'ok_continue' from step s join operation o
+                   on o.id = s.operation_id, party p where o.code = 'PREV' and p.code = 'P3'""")
+        answer("C1", "OUI")  # a client who wants the catalogue: C1 true
+        answer("C2", "non")
+        for party, status in (("P1", "ok_continue"), ("P2", "ok_continue"), ("P3", "ok_continue"),
+                              ("C1", "ok_continue"), ("C2", "failed")):
+            set_status("A", party, status)
+        reports = run()
+        # B: C1 or (prospect and not ok in PREV/S6): P1, P2 (prospects), C1 (answer); P3 excluded by C3
+        assert set(in_step("B")) == {"P1", "P2", "C1"}
+        # C: only failed parties; D: Lyon, ok_continue, and the step's where (Commerce): P3
+        assert set(in_step("C")) == {"C2"}
+        assert set(in_step("D")) == {"P3"}
+        routed = {r["target"]: r["routed"] for r in reports["A"]["routes"]}
+        assert routed == {"B": 3, "C": 1, "D": 1}
+
+    def test_contacts_follow_the_party_and_events_are_recorded_once(self, operation):
+        run()
+        set_status("A", "P1", "ok_continue")
+        run()
+        assert rows("""select c.code, stc.status from step_target_contact stc join contact c on c.id = stc.contact_id
+                       join step s on s.id = stc.step_id where s.code = 'A' and stc.party_id =
+                       (select id from party where code = 'P1') order by 1""") == [
+            ("A", "ok_continue"), ("B", "ok_continue")]
+        assert rows("select code, array_length(contact_ids, 1) from event") == [("CALLED", 2)]
+        run()
+        assert scalar("select count(*) from event") == 1
+        assert scalar("select count(*) from step_target where step_id = (select id from step where code = 'B' "
+                      "and operation_id = (select id from operation where code = 'OP'))") == 1
+
+    def test_party_takes_the_status_its_contacts_agree_on(self, operation):
+        run()
+        execute("""update step_target_contact set status = 'failed' where party_id =
+                   (select id from party where code = 'P1')""")
+        run()
+        assert in_step("A")["P1"] == "failed"
+        assert in_step("C") == {"P1": "to_process"}
+
+    def test_dry_run_changes_nothing(self, operation):
+        def state():
+            return [rows(f"select * from {t} order by 1, 2") for t in
+                    ("step_target", "step_target_contact", "event")] + [
+                scalar("select state from operation where code = 'OP'")]
+
+        before = state()
+        reports = run(dry_run=True)
+        assert reports["A"]["entered"] == 5  # what would happen
+        assert state() == before
+
+    def test_a_second_run_at_once_is_refused(self, operation):
+        from flows.run_operation import LOCK_RUN
+
+        op_id = scalar("select id from operation where code = 'OP'")
+        with db.engine().connect() as other:
+            other.execute(text("select pg_advisory_lock(:ns, :op)"), {"ns": LOCK_RUN, "op": op_id})
+            with pytest.raises(CampflowError, match="OP is being run by another run"):
+                run()
+            other.execute(text("select pg_advisory_unlock(:ns, :op)"), {"ns": LOCK_RUN, "op": op_id})
+        assert scalar("select count(*) from step_target") == 0
+        run()
+        assert scalar("select count(*) from step_target") == 5
+
+    def test_only_some_steps_and_unknown_step(self, operation):
+        reports = run(steps=["A"])
+        assert list(reports) == ["A"]
+        with pytest.raises(CampflowError, match="no action step Z"):
+            run(steps=["Z"])
+
+
+class TestCommands:
+    def test_run_prints_the_funnel(self, operation, cli):
+        result = cli("run", "OP")
+        assert result.code == 0, result.err
+        assert "OP: funnel" in result.out and "Skipped" in result.out
+
+    def test_dry_run_prints_the_plan(self, operation, cli):
+        result = cli("run", "OP", "--dry-run")
+        assert "-> B if C1 or C2 and not C3" in result.out
+        assert "dry run: nothing was changed" in result.out
+        assert scalar("select count(*) from step_target") == 0
+
+    def test_distribute_by_hand(self, operation, cli):
+        run()
+        set_status("A", "C2", "failed")
+        result = cli("distribute", "OP", "--step", "A", "--json")
+        assert result.code == 0, result.err
+        assert in_step("C") == {"C2": "to_process"}
+        assert '"target": "C"' in result.out and '"routed": 1' in result.out
