@@ -14,6 +14,7 @@ from flows.formula import parse_where, to_sql
 from models import Contact, Party
 
 _NUMBER_RE = r"^\s*-?[0-9]+(\.[0-9]+)?\s*$"
+_SPACES = " \t\n\r\f\v"  # what \s matched above, so the cast never sees them
 
 
 def value_sql(ref: FieldRef, model: type) -> ColumnElement[Any]:
@@ -52,7 +53,7 @@ def _same(value: ColumnElement[Any], expected: Any) -> ColumnElement[bool]:
     as_text = func.lower(value) == func.lower(literal(str(expected), Text))
     if number is None:
         return as_text
-    return case((value.regexp_match(_NUMBER_RE), cast(func.trim(value), Numeric) == number),
+    return case((value.regexp_match(_NUMBER_RE), cast(func.btrim(value, _SPACES), Numeric) == number),
                 else_=as_text)
 
 
@@ -64,7 +65,7 @@ def _ordered(value: ColumnElement[Any], op: str, expected: Any) -> ColumnElement
                "gt": left_text > right_text, "ge": left_text >= right_text}[op]
     if number is None:
         return by_text
-    numeric = cast(func.trim(value), Numeric)
+    numeric = cast(func.btrim(value, _SPACES), Numeric)
     by_number = {"lt": numeric < number, "le": numeric <= number,
                  "gt": numeric > number, "ge": numeric >= number}[op]
     return case((value.regexp_match(_NUMBER_RE), by_number), else_=by_text)
