@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.states import Completed
 from sqlalchemy import text
 
@@ -133,7 +138,10 @@ def _idle_reason(report: StepReport, automated: bool) -> str:
 def run_step(operation: str, step_code: str, kind: str, dry_run: bool = False,
              scheduled: bool = False) -> StepReport:
     """Run one step of an operation and route its finished parties."""
+    progress = create_progress_artifact(0.0, key=artifact_key(operation, step_code, "progress"),
+                                        description=f"{step_code} {kind} of {operation}")
     report = process_step(operation, step_code, dry_run=dry_run, scheduled=scheduled)
+    update_progress_artifact(progress, 100.0)
     _step_artifacts(operation, report)
     get_run_logger().info("%s %s: %s", step_code, report.state, report.reason or "done")
     if report.state == "Skipped":

@@ -217,3 +217,35 @@ class TestCommands:
         assert result.code == 0, result.err
         assert in_step("C") == {"C2": "to_process"}
         assert '"target": "C"' in result.out and '"routed": 1' in result.out
+
+
+class TestRetries:
+    def test_a_failing_step_retries_with_its_kind_settings(self, operation, monkeypatch):
+        from tasks.registry import REGISTRY, StepKind, StepOutcome, step_kind
+
+        step_kind("other")  # load the built-in kinds first
+        calls = []
+
+        def flaky(session, context):
+            calls.append(context.step_code)
+            if len(calls) == 1:
+                raise ConnectionError("channel down")
+            return StepOutcome()
+
+        monkeypatch.setitem(REGISTRY, "phoning", StepKind("phoning", flaky, automated=True, retries=1))
+        reports = run(steps=["A"])
+        assert calls == ["A", "A"]
+        assert reports["A"]["state"] == "Completed"
+
+    def test_a_step_that_keeps_failing_fails_the_run(self, operation, monkeypatch):
+        from tasks.registry import REGISTRY, StepKind, step_kind
+
+        step_kind("other")
+
+        def broken(session, context):
+            raise ConnectionError("smtp.example.org:25 refused the connection")
+
+        monkeypatch.setitem(REGISTRY, "phoning", StepKind("phoning", broken, automated=True, retries=0))
+        with pytest.raises(CampflowError, match="step.s. A of OP failed"):
+            run()
+        assert scalar("select count(*) from step_target") == 0  # the step's work was rolled back
