@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from campflow.cli import ops, specs, targeting
+from campflow.cli import ops, specs, status, targeting
 from campflow.cli import run as run_commands
 from campflow.cli.common import err_console
 from campflow.errors import CampflowError
@@ -22,6 +22,7 @@ app = typer.Typer(
 specs.register(app)
 ops.register(app)
 targeting.register(app)
+status.register(app)
 run_commands.register(app)
 
 
