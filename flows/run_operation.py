@@ -119,8 +119,10 @@ def _run_kind(session, step: StepPlan, kind, op_id: int, step_id: int, operation
         return
     from flows.compiler import thaw
 
+    # a folder per run: a later run exporting newly arrived parties never overwrites an earlier file
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     context = StepContext(op_id, operation, step_id, step.code, step.kind, thaw(step.settings) or {},
-                          output_root() / operation)
+                          output_root() / operation / stamp)
     outcome = kind.run(session, context)
     report.processed = outcome.processed
     report.outputs = [str(p) for p in outcome.outputs]
