@@ -249,3 +249,67 @@ class TestRetries:
         with pytest.raises(CampflowError, match="step.s. A of OP failed"):
             run()
         assert scalar("select count(*) from step_target") == 0  # the step's work was rolled back
+
+
+KILLED_SPEC = """kind: Operation
+code: OPK
+label: Killed mid-step
+party_kinds: [prospect, client]
+steps:
+  - {code: E, label: Export, kind: spreadsheet_export, event: EXPORTED, columns: [party.code, party.name]}
+  - {code: B, label: Next, kind: other, next: []}
+"""
+CHILD = """
+import sys, time, pathlib
+import tasks.routing as routing
+real = routing.sync_contacts
+def stall(session, step_id):
+    real(session, step_id)
+    pathlib.Path(sys.argv[1]).write_text("in the step")
+    time.sleep(120)  # killed here: the step's transaction is open, nothing committed
+routing.sync_contacts = stall
+from flows.run_operation import run_operation
+run_operation("OPK")
+"""
+
+
+class TestKilledRun:
+    def test_a_run_killed_mid_step_resumes_without_repeating(self, operation, cli, tmp_path, monkeypatch):
+        import os
+        import signal
+        import subprocess
+        import sys
+        import time
+
+        from prefect.settings import PREFECT_API_URL
+
+        (tmp_path / "opk.yaml").write_text(KILLED_SPEC, encoding="utf-8")
+        assert cli("apply", tmp_path / "opk.yaml").code == 0
+        assert cli("targets", "add", "OPK", "--where", "kind in (PRO, CLI)").code == 0
+        marker = tmp_path / "marker"
+        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+               "CAMPFLOW_OUTPUT_DIR": str(tmp_path / "out")}
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(marker)], env=env, start_new_session=True,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 90
+            while not marker.exists():
+                assert child.poll() is None, "the run ended before reaching the step"
+                assert time.monotonic() < deadline, "the run never reached the step"
+                time.sleep(0.2)
+        finally:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        assert in_step("E", "OPK") == {}  # the killed step's work was rolled back
+        assert scalar("select count(*) from event") == 0
+        monkeypatch.setenv("CAMPFLOW_OUTPUT_DIR", str(tmp_path / "out"))
+        from flows.run_operation import run_operation
+
+        run_operation("OPK")
+        assert set(in_step("E", "OPK").values()) == {"ok_continue"}
+        assert len(in_step("E", "OPK")) == 5
+        assert scalar("select count(*) from event where code = 'EXPORTED'") == 5
+        assert len(in_step("B", "OPK")) == 5
+        run_operation("OPK")
+        assert scalar("select count(*) from event where code = 'EXPORTED'") == 5
+        assert len(in_step("B", "OPK")) == 5
