@@ -207,6 +207,10 @@ def write_operation(session: Session, doc: Document) -> str:
     spec: OperationSpec = doc.spec  # type: ignore[assignment]
     wanted = canonical_operation(spec, doc.source.path.parent)
     existing = session.scalars(select(Operation).where(Operation.code == spec.code)).one_or_none()
+    state = spec.state
+    if existing is not None and existing.state != "in_preparation" and spec.state == "in_preparation":
+        # runs moved it on: `in_preparation` in a spec is where an operation starts, not a reset
+        state = wanted["state"] = existing.state
     if existing is not None and export_operation(session, spec.code) == wanted:
         return "unchanged"
     operation = existing or Operation(code=spec.code)
@@ -216,7 +220,7 @@ def write_operation(session: Session, doc: Document) -> str:
     operation.family_id = _id_of(session, Family, spec.family)
     operation.type_id = _id_of(session, EntityType, spec.type)
     operation.responsible_id = _id_of(session, Collaborator, spec.responsible)
-    operation.state = spec.state
+    operation.state = state
     operation.starts_at = aware(wanted.get("starts_at"), zone)
     operation.ends_at = aware(wanted.get("ends_at"), zone)
     operation.timezone = spec.timezone

@@ -1,4 +1,5 @@
-"""The demo: apply the example specs, load the example data set, target the trade show.
+"""The demo: apply the example specs, load the example data set, target the trade show,
+then run a prospecting operation end to end (export, call sheet answers, routing).
 
 Runs the same `campflow` commands a user would type, on the embedded PostgreSQL under
 `.campflow/` unless CAMPFLOW_DATABASE_URL names a database.
@@ -14,6 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 OPERATION = "SALON-ERP-2026"
+PROSPECTING = "PROSPECTION-LYON-2026"
 
 STEPS: list[tuple[str, list[str], bool]] = [
     ("Create or upgrade the schema", ["db", "upgrade"], True),
@@ -29,6 +31,14 @@ STEPS: list[tuple[str, list[str], bool]] = [
     ("The operation tree", ["ops", "tree"], True),
     ("The operation", ["ops", "show", OPERATION], True),
     ("Its first targets", ["targets", "list", OPERATION, "--sort", "city", "--limit", "15"], True),
+    ("Prospecting the Lyon area: target it", ["targets", "add", PROSPECTING, "--where", "CP matches '69*'"], True),
+    ("Run it: the call list is exported, the parties wait for the operators' calls",
+     ["run", PROSPECTING], True),
+    ("The operators' call sheet comes back: answers, statuses, callbacks",
+     ["answers", "import", PROSPECTING, "APPEL", str(DATA / "callsheet-answers.xlsx"), "--quiet"], True),
+    ("Run again: the answers route parties to the catalogue and to the follow-up call",
+     ["run", PROSPECTING], True),
+    ("Who is where now", ["targets", "list", PROSPECTING, "--step", "CATALOGUE", "--limit", "10"], True),
 ]
 
 
@@ -50,7 +60,10 @@ def main() -> int:
         if not must_succeed and code == 0:
             print("expected this file to be refused", file=sys.stderr)
             return 1
-    print("\nDone. Try: campflow ops tree --find salon, campflow targets list SALON-ERP-2026 --json")
+    exports = sorted(Path(os.environ.get("CAMPFLOW_OUTPUT_DIR", "out")).glob(f"{PROSPECTING}/*/*.xlsx"))
+    if exports:
+        print(f"\nThe call list exported by step LISTE: {exports[-1].resolve()}")
+    print("\nDone. Try: campflow ops show PROSPECTION-LYON-2026, campflow run SALON-ERP-2026 --dry-run")
     return 0
 
 

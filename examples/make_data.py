@@ -558,6 +558,43 @@ def save_xlsx(workbook, path: Path) -> None:
             dst.writestr(entry, data, compress_type=zipfile.ZIP_DEFLATED)
 
 
+CALLSHEET_HEADER = ["TIERS", "NOM", "VILLE", "STATUT", "RAPPEL", "Q1.CATALOGUE", "AGRANDISSEMENT", "REMARQUE"]
+
+
+def make_callsheet(rng: random.Random, parties: list[dict]) -> list[dict]:
+    """Answers of the Lyon phoning campaign: who wants the catalogue, who to call back."""
+    rows = []
+    for party in parties:
+        if party["FICHE"] not in ("PRO", "CLI") or not party["CP"].startswith("69"):
+            continue
+        outcome = rng.choice(["oui", "oui", "non", "plus tard", "rappel", "injoignable"])
+        row = {"TIERS": party["TIERS"], "NOM": party["NOM"], "VILLE": party["VILLE"], "STATUT": "",
+               "RAPPEL": "", "Q1.CATALOGUE": "", "AGRANDISSEMENT": "", "REMARQUE": ""}
+        if outcome == "rappel":
+            row.update(STATUT="to_process", RAPPEL="2026-03-12 14:30", REMARQUE="Rappeler après le salon")
+        elif outcome == "injoignable":
+            row.update(STATUT="not_processed_continue", REMARQUE="Numéro non attribué")
+        else:
+            row.update(STATUT="ok_continue", **{"Q1.CATALOGUE": outcome},
+                       AGRANDISSEMENT=rng.choice(["oui", "non", ""]))
+        rows.append(row)
+    return rows
+
+
+def write_callsheet_xlsx(path: Path, rows: list[dict]) -> None:
+    """callsheet-answers.xlsx: a call sheet as operators send it back, header on row 2."""
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.title = "Appels"
+    sheet["A1"] = "Prospection Lyon 2026 — appels du 9 mars"
+    for column, name in enumerate(CALLSHEET_HEADER, 1):
+        sheet.cell(row=2, column=column, value=name).font = Font(bold=True)
+    for number, row in enumerate(rows, 3):
+        for column, name in enumerate(CALLSHEET_HEADER, 1):
+            sheet.cell(row=number, column=column, value=row[name] or None)
+    save_xlsx(workbook, path)
+
+
 # ---------------------------------------------------------------- checks
 
 def read_csv(path: Path, delimiter: str = ";", encoding: str = "utf-8"):
@@ -698,6 +735,7 @@ def main() -> None:
     write_csv(DATA / "targets-bad.csv", TARGET_HEADER, make_bad_targets(rng, parties, contacts),
               delimiter="\t", encoding="cp1252", newline="\r\n")
     write_csv(DATA / "parties-bad.csv", PARTY_HEADER, make_bad_parties(rng, seen))
+    write_callsheet_xlsx(DATA / "callsheet-answers.xlsx", make_callsheet(random.Random(SEED + 1), parties))
     for name, count in check().items():
         print(f"{name:16} {count:4} rows")
 

@@ -17,12 +17,12 @@ class TestTree:
 
     def test_filters_keep_the_folders_of_what_they_find(self, examples_applied, cli):
         data = json.loads(cli("ops", "tree", "--find", "2026", "--json").out)
-        assert data[0]["label"] == "Salons"
-        assert data[0]["children"][0]["children"][0]["code"] == "SALON-ERP-2026"
-        assert [n["label"] for n in data] == ["Salons"]  # Modèles has nothing that matches
+        salons = next(n for n in data if n["label"] == "Salons")
+        assert salons["children"][0]["children"][0]["code"] == "SALON-ERP-2026"
+        assert [n["label"] for n in data] == ["Prospection", "Salons"]  # Modèles has nothing that matches
         finished = json.loads(cli("ops", "tree", "--state", "finished", "--json").out)
         assert finished[0]["children"][0]["children"][0]["code"] == "SALON-ERP-2025"
-        assert "no operation matches" in cli("ops", "tree", "--family", "PROSPECTION").out
+        assert "no operation matches" in cli("ops", "tree", "--family", "SALONS", "--find", "LYON").out
 
 
 class TestShow:

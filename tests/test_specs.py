@@ -45,7 +45,7 @@ steps:
 
 class TestApply:
     def test_examples_apply_and_are_idempotent(self, examples_applied, cli):
-        assert scalar("select count(*) from operation") == 3
+        assert scalar("select count(*) from operation") == 4
         assert scalar("select count(*) from step where operation_id = "
                       "(select id from operation where code = 'SALON-ERP-2026')") == 7
         assert rows("select code, to_step, formula from (select s.code, t.code as to_step, r.formula, "
@@ -61,7 +61,8 @@ class TestApply:
 
     def test_folder_path_is_created_once(self, examples_applied):
         assert rows("select f.label, p.label from folder f left join folder p on p.id = f.parent_id "
-                    "order by f.id") == [("Modèles", None), ("Salons", None), ("Salons à Paris", "Salons")]
+                    "order by f.id") == [("Modèles", None), ("Prospection", None), ("Rhône-Alpes", "Prospection"),
+                                         ("Salons", None), ("Salons à Paris", "Salons")]
 
     def test_check_writes_nothing(self, database, cli):
         result = cli("apply", EXAMPLES / "specs", "--check")
@@ -257,3 +258,13 @@ steps:
     def test_good_templates_apply(self, database, cli, tmp_path):
         _, result = self.apply(cli, tmp_path, "body.j2", "{{ contact.first_name }} {{ party.city }}\n")
         assert result.code == 0, result.err
+
+
+def test_reapplying_does_not_move_a_running_operation_back(examples_applied, cli):
+    from sqlalchemy import text
+
+    with db.engine().begin() as conn:
+        conn.execute(text("update operation set state = 'in_progress' where code = 'SALON-ERP-2026'"))
+    result = cli("apply", EXAMPLES / "specs")
+    assert "unchanged Operation SALON-ERP-2026" in result.out
+    assert scalar("select state from operation where code = 'SALON-ERP-2026'") == "in_progress"

@@ -175,5 +175,6 @@ def list_(
     title = f"{operation}{' step ' + step if step else ''}: {total} parties"
     if total > len(rows):
         title += f" (first {len(rows)}; --limit 0 for all)"
-    shown = [c for c in columns if c not in ("added_at", "source")]  # both stay in --json
+    hidden = {"added_at", "source"} | ({"postal_code", "email", "contacts", "processed_at"} if step else set())
+    shown = [c for c in columns if c not in hidden]  # all stay in --json
     print_table(title, shown, [[r[c] for c in shown] for r in rows])
