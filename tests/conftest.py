@@ -95,3 +95,12 @@ def scalar(sql: str, **params):
 def rows(sql: str, **params):
     with db.engine().connect() as conn:
         return [tuple(r) for r in conn.execute(text(sql), params)]
+
+
+@pytest.fixture(scope="session")
+def prefect():
+    """One Prefect test server for the whole run (it costs ~12 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

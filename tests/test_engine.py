@@ -59,14 +59,6 @@ steps:
 """
 
 
-@pytest.fixture(scope="session")
-def prefect():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 @pytest.fixture
 def operation(database, cli, tmp_path, prefect):
     for name, content in (("parties.csv", PARTIES), ("contacts.csv", CONTACTS)):

@@ -31,3 +31,30 @@ def test_example_bad_files_name_their_bad_rows(examples_applied, cli):
         f"parties-bad.csv row {n}" for n in (4, 6, 8, 10, 12)]
     assert scalar("select count(*) from operation_target") == 0
     assert scalar("select count(*) from party") == 400
+
+
+def test_prospecting_operation_end_to_end(examples_applied, cli, prefect, tmp_path, monkeypatch):
+    """The demo's second half: export, call sheet answers, routing."""
+    import openpyxl
+
+    from flows.run_operation import run_operation
+
+    monkeypatch.setenv("CAMPFLOW_OUTPUT_DIR", str(tmp_path))
+    for args in (("parties", "import", DATA / "parties.csv", "-q"), ("contacts", "import", DATA / "contacts.csv", "-q"),
+                 ("targets", "add", "PROSPECTION-LYON-2026", "--where", "CP matches '69*'")):
+        assert cli(*args).code == 0
+    first = {r["code"]: r for r in run_operation("PROSPECTION-LYON-2026")}
+    assert first["LISTE"]["processed"] == 23
+    export = next(tmp_path.glob("PROSPECTION-LYON-2026/*/PROSPECTION-LYON-2026-LISTE.xlsx"))
+    sheet = openpyxl.load_workbook(export, read_only=True)["Export"]
+    table = list(sheet.values)
+    assert table[0][:3] == ("PCFIDX.TIERS", "PCFIDX.NOM", "PCFIDX.VILLE") and len(table) == 24
+    result = cli("answers", "import", "PROSPECTION-LYON-2026", "APPEL", DATA / "callsheet-answers.xlsx", "-q")
+    assert result.code == 0, result.err
+    second = {r["code"]: r for r in run_operation("PROSPECTION-LYON-2026")}
+    routed = {}
+    for route in second["APPEL"]["routes"]:
+        routed[route["target"]] = routed.get(route["target"], 0) + route["routed"]
+    assert routed == {"CATALOGUE": 9, "RELANCE": 11}
+    assert second["APPEL"]["after"] == {"not_processed_continue": 5, "ok_continue": 15, "to_process": 3}
+    assert scalar("select count(*) from event where code = 'APPEL_PROSPECTION'") == 15
