@@ -52,16 +52,7 @@ def condition_sql(definition: dict[str, Any], operation_id: int, catalog: FieldC
     if "field" in definition:
         return field_condition(catalog.resolve(definition["field"]), definition["op"], definition.get("value"))
     if "answer" in definition:
-        questionnaire, _, question = definition["answer"].partition(".")
-        answer = (
-            select(func.coalesce(Answer.value, func.array_to_string(Answer.choices, ",")))
-            .join(Question, Question.id == Answer.question_id)
-            .join(Questionnaire, Questionnaire.id == Question.questionnaire_id)
-            .where(Answer.operation_id == operation_id, Answer.party_id == Party.id,
-                   Questionnaire.code == questionnaire, Question.code == question)
-            .order_by(Answer.contact_id.nulls_first()).limit(1).scalar_subquery()
-        )
-        return compare_sql(answer, definition["op"], definition.get("value"))
+        return _answer_condition(definition, operation_id)
     status = definition["status"]
     other = Step.__table__.alias("other_step")
     other_op = Operation.__table__.alias("other_operation")
@@ -75,6 +66,30 @@ def condition_sql(definition: dict[str, Any], operation_id: int, catalog: FieldC
         .where(target.c.party_id == Party.id, other.c.code == status["step"], owner,
                target.c.status.in_(status["in"]))
     )
+
+
+NEGATED = {"not_equals": "equals", "not_in": "in", "is_not_set": "is_set"}
+
+
+def _answer_condition(definition: dict[str, Any], operation_id: int) -> ColumnElement[bool]:
+    """Whether one of the party's answers (its own or a contact's) satisfies the condition.
+
+    Written as EXISTS so PostgreSQL runs it as one hash semi-join over the answers rather
+    than a lookup per party; the negative operators are NOT EXISTS of their positive twin,
+    which keeps "no answer" true for them, as evaluate_condition does.
+    """
+    questionnaire, _, question = definition["answer"].partition(".")
+    op = definition["op"]
+    value = func.coalesce(Answer.value, func.array_to_string(Answer.choices, ","))
+    matching = exists(
+        select(literal(1)).select_from(Answer)
+        .join(Question, Question.id == Answer.question_id)
+        .join(Questionnaire, Questionnaire.id == Question.questionnaire_id)
+        .where(Answer.operation_id == operation_id, Answer.party_id == Party.id,
+               Questionnaire.code == questionnaire, Question.code == question,
+               compare_sql(value, NEGATED.get(op, op), definition.get("value")))
+    )
+    return ~matching if op in NEGATED else matching
 
 
 def rule_sql(rule: Rule | None, operation_id: int, catalog: FieldCatalog) -> ColumnElement[bool]:
