@@ -8,10 +8,10 @@ is safe to repeat.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, literal, select, text, true
+from sqlalchemy import ColumnElement, Select, false, func, literal, select, text, true
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -45,69 +45,88 @@ def step_ids(session: Session, operation_id: int) -> dict[str, int]:
     return dict(session.execute(select(Step.code, Step.id).where(Step.operation_id == operation_id)).all())
 
 
-def condition_sql(definition: dict[str, Any], operation_id: int, catalog: FieldCatalog) -> ColumnElement[bool]:
-    """One condition of a route or a `where:` as SQL over `party`."""
+@dataclass
+class RuleJoins:
+    """The outer joins conditions read from: one derived table per answer or status condition.
+
+    Answers and statuses are joined as columns (hash joins, linear in the number of parties)
+    rather than looked up per party in subqueries, which `or` and `not` would force.
+    """
+
+    joins: list[tuple[Any, ColumnElement[bool]]] = field(default_factory=list)
+
+    def add(self, table: Any) -> Any:
+        self.joins.append((table, table.c.party_id == Party.id))
+        return table
+
+    def apply(self, query: Select) -> Select:
+        for table, on in self.joins:
+            query = query.outerjoin(table, on)
+        return query
+
+
+def condition_sql(definition: dict[str, Any], operation_id: int, catalog: FieldCatalog,
+                  joins: RuleJoins) -> ColumnElement[bool]:
+    """One condition of a route or a `where:` as SQL over `party` (and `joins`)."""
     if "party_kind" in definition:
         return Party.kind.in_(definition["party_kind"])
     if "field" in definition:
         return field_condition(catalog.resolve(definition["field"]), definition["op"], definition.get("value"))
     if "answer" in definition:
-        return _answer_condition(definition, operation_id)
-    status = definition["status"]
-    other = Step.__table__.alias("other_step")
-    other_op = Operation.__table__.alias("other_operation")
-    target = StepTarget.__table__.alias("other_target")
-    owner = (other_op.c.code == status["operation"]) if status.get("operation") else (
-        other_op.c.id == operation_id)
-    return exists(
-        select(literal(1)).select_from(target)
-        .join(other, other.c.id == target.c.step_id)
-        .join(other_op, other_op.c.id == other.c.operation_id)
-        .where(target.c.party_id == Party.id, other.c.code == status["step"], owner,
-               target.c.status.in_(status["in"]))
-    )
+        answers = joins.add(_answers(definition["answer"], operation_id, f"answer_{len(joins.joins)}"))
+        return compare_sql(answers.c.value, definition["op"], definition.get("value"))
+    statuses = joins.add(_statuses(definition["status"], operation_id, f"status_{len(joins.joins)}"))
+    return func.coalesce(statuses.c.status.in_(definition["status"]["in"]), false())
 
 
-NEGATED = {"not_equals": "equals", "not_in": "in", "is_not_set": "is_set"}
-
-
-def _answer_condition(definition: dict[str, Any], operation_id: int) -> ColumnElement[bool]:
-    """Whether one of the party's answers (its own or a contact's) satisfies the condition.
-
-    Written as EXISTS so PostgreSQL runs it as one hash semi-join over the answers rather
-    than a lookup per party; the negative operators are NOT EXISTS of their positive twin,
-    which keeps "no answer" true for them, as evaluate_condition does.
-    """
-    questionnaire, _, question = definition["answer"].partition(".")
-    op = definition["op"]
-    value = func.coalesce(Answer.value, func.array_to_string(Answer.choices, ","))
-    matching = exists(
-        select(literal(1)).select_from(Answer)
+def _answers(reference: str, operation_id: int, name: str) -> Any:
+    """Each party's answer to one question in the operation: its own first, else a contact's."""
+    questionnaire, _, question = reference.partition(".")
+    return (
+        select(Answer.party_id, func.coalesce(Answer.value, func.array_to_string(Answer.choices, ","))
+               .label("value"))
         .join(Question, Question.id == Answer.question_id)
         .join(Questionnaire, Questionnaire.id == Question.questionnaire_id)
-        .where(Answer.operation_id == operation_id, Answer.party_id == Party.id,
-               Questionnaire.code == questionnaire, Question.code == question,
-               compare_sql(value, NEGATED.get(op, op), definition.get("value")))
+        .where(Answer.operation_id == operation_id, Questionnaire.code == questionnaire,
+               Question.code == question)
+        .distinct(Answer.party_id).order_by(Answer.party_id, Answer.contact_id.nulls_first())
+        .subquery(name)
     )
-    return ~matching if op in NEGATED else matching
 
 
-def rule_sql(rule: Rule | None, operation_id: int, catalog: FieldCatalog) -> ColumnElement[bool]:
+def _statuses(status: dict[str, Any], operation_id: int, name: str) -> Any:
+    """Each party's status in a step of this or another operation."""
+    other = Step.__table__.alias(f"{name}_step")
+    other_op = Operation.__table__.alias(f"{name}_operation")
+    owner = (other_op.c.code == status["operation"]) if status.get("operation") else (
+        other_op.c.id == operation_id)
+    return (
+        select(StepTarget.party_id, StepTarget.status)
+        .join(other, other.c.id == StepTarget.step_id)
+        .join(other_op, other_op.c.id == other.c.operation_id)
+        .where(other.c.code == status["step"], owner)
+        .subquery(name)
+    )
+
+
+def rule_sql(rule: Rule | None, operation_id: int, catalog: FieldCatalog,
+             joins: RuleJoins) -> ColumnElement[bool]:
+    """A rule as one boolean expression; the tables it reads are added to `joins`."""
     if rule is None or rule.formula is None:
         return true()
-    exprs = {c.code: condition_sql(c.as_dict(), operation_id, catalog) for c in rule.conditions}
+    exprs = {c.code: condition_sql(c.as_dict(), operation_id, catalog, joins) for c in rule.conditions}
     return to_sql(rule.formula, exprs)
 
 
 def enter_targets(session: Session, plan: OperationPlan, step: StepPlan, operation_id: int,
                   ids: dict[str, int], catalog: FieldCatalog) -> int:
     """An entry step receives the operation's targets (that pass its `where:`)."""
-    chosen = (
+    joins = RuleJoins()
+    where = rule_sql(step.where, operation_id, catalog, joins)
+    chosen = joins.apply(
         select(literal(ids[step.code]), OperationTarget.party_id, literal(operation_id))
         .join(Party, Party.id == OperationTarget.party_id)
-        .where(OperationTarget.operation_id == operation_id, rule_sql(step.where, operation_id, catalog))
-        .order_by(OperationTarget.party_id)
-    )
+    ).where(OperationTarget.operation_id == operation_id, where).order_by(OperationTarget.party_id)
     return _insert(session, chosen, ids[step.code], operation_id)
 
 
@@ -123,15 +142,14 @@ def route(session: Session, plan: OperationPlan, step: StepPlan, operation_id: i
 
 def route_one(session: Session, plan: OperationPlan, planned: RoutePlan, operation_id: int,
               ids: dict[str, int], catalog: FieldCatalog) -> int:
-    target_step = plan.step(planned.target)
-    chosen = (
+    joins = RuleJoins()
+    rule = rule_sql(planned.rule, operation_id, catalog, joins)
+    where = rule_sql(plan.step(planned.target).where, operation_id, catalog, joins)
+    chosen = joins.apply(
         select(literal(ids[planned.target]), StepTarget.party_id, literal(operation_id))
         .join(Party, Party.id == StepTarget.party_id)
-        .where(StepTarget.step_id == ids[planned.source], StepTarget.status.in_(planned.when_status),
-               rule_sql(planned.rule, operation_id, catalog),
-               rule_sql(target_step.where, operation_id, catalog))
-        .order_by(StepTarget.party_id)
-    )
+    ).where(StepTarget.step_id == ids[planned.source], StepTarget.status.in_(planned.when_status),
+            rule, where).order_by(StepTarget.party_id)
     return _insert(session, chosen, ids[planned.target], operation_id)
 
 

@@ -18,6 +18,7 @@ ADMIN_URL = os.environ.get(
 )
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 os.environ.setdefault("COLUMNS", "200")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from campflow.catalog import load_known
 from flows.compiler import compile_rule
 from flows.formula import And, Not, Or, Ref, evaluate, evaluate_condition, to_text
 from models import Party
-from tasks.routing import rule_sql
+from tasks.routing import RuleJoins, rule_sql
 
 VALUES = ["lyon", "Lyon", "LYON ", "Paris", "paris", "Élan", "élan", "10", "10.0", "9", "-3", " 7 ",
           "2.5", "abc", "a*c", "x_y", "100%", ""]
@@ -118,5 +118,7 @@ def test_sql_routing_equals_evaluate(world, rule):
     expected = {p["code"] for p in parties
                 if evaluate(compiled.formula, {c: python_truth(p, defined[c]) for c in defined})}
     with db.session() as session:
-        chosen = set(session.scalars(select(Party.code).where(rule_sql(compiled, 1, catalog))))
+        joins = RuleJoins()
+        condition = rule_sql(compiled, 1, catalog, joins)
+        chosen = set(session.scalars(joins.apply(select(Party.code)).where(condition)))
     assert chosen == expected, (defined, formula)

@@ -246,3 +246,13 @@ class TestCascades:
             conn.execute(text("delete from operation"))
         assert scalar("select count(*) from operation_target") == 0
         assert scalar("select count(*) from step_target") == 0
+
+    def test_truncating_a_parent_empties_its_per_party_tables(self, loaded, cli):
+        from sqlalchemy import text
+
+        from campflow import db
+
+        cli("targets", "add", "OP", "--where", "kind in (prospect, client)")
+        with db.engine().begin() as conn:
+            conn.execute(text("truncate party cascade"))
+        assert scalar("select count(*) from operation_target") == 0

@@ -27,6 +27,14 @@ CASCADES = {
     "operation": "cascade_operation_delete",
     "step": "cascade_step_delete",
 }
+# TRUNCATE fires no delete trigger: a truncated parent empties its per-party tables too
+# (with DELETE: a TRUNCATE listing those tables as well may be running)
+TRUNCATED = {
+    "party": ("operation_target", "operation_target_contact", "step_target", "step_target_contact"),
+    "contact": ("operation_target_contact", "step_target_contact"),
+    "operation": ("operation_target", "operation_target_contact", "step_target", "step_target_contact"),
+    "step": ("step_target", "step_target_contact"),
+}
 CASCADE_BODIES = {
     "party": """
         delete from operation_target where party_id in (select id from deleted);
@@ -69,11 +77,21 @@ def upgrade() -> None:
         op.execute(f"""
             create trigger {function} after delete on {parent}
             referencing old table as deleted for each statement execute function {function}()""")
+        op.execute(f"""
+            create function {function}_all() returns trigger language plpgsql as $$
+            begin
+                {" ".join(f"delete from {table};" for table in TRUNCATED[parent])}
+                return null;
+            end $$""")
+        op.execute(f"create trigger {function}_all after truncate on {parent} "
+                   f"for each statement execute function {function}_all()")
 
 
 def downgrade() -> None:
     op.create_index("ix_party_kind", "party", ["kind"], unique=False)
     for parent, function in CASCADES.items():
+        op.execute(f"drop trigger {function}_all on {parent}")
+        op.execute(f"drop function {function}_all()")
         op.execute(f"drop trigger {function} on {parent}")
         op.execute(f"drop function {function}()")
     op.create_foreign_key(op.f('fk_step_target_contact_contact_id_contact'), 'step_target_contact', 'contact', ['contact_id'], ['id'], ondelete='CASCADE')
