@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -136,7 +137,7 @@ def _idle_reason(report: StepReport, automated: bool) -> str:
     return "nothing to process and no party to route"
 
 
-@task(task_run_name="{step_code} {kind}")
+@task(task_run_name="{step_code} {kind}", cache_policy=NO_CACHE)  # state lives in PostgreSQL
 def run_step(operation: str, step_code: str, kind: str, dry_run: bool = False,
              scheduled: bool = False) -> StepReport:
     """Run one step of an operation and route its finished parties."""

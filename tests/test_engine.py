@@ -305,3 +305,31 @@ class TestKilledRun:
         run_operation("OPK")
         assert scalar("select count(*) from event where code = 'EXPORTED'") == 5
         assert len(in_step("B", "OPK")) == 5
+
+
+DUE_SPEC = """kind: Operation
+code: OPD
+label: Due dates
+timezone: Europe/Paris
+steps:
+  - {code: NOW, label: Now, kind: other}
+  - {code: LATER, label: Later, kind: other, run_at: "2099-01-01T09:00", next: []}
+"""
+
+
+class TestDueDates:
+    def test_scheduled_runs_leave_steps_alone_before_run_at(self, operation, cli, tmp_path):
+        from flows.run_operation import run_operation
+
+        (tmp_path / "opd.yaml").write_text(DUE_SPEC, encoding="utf-8")
+        assert cli("apply", tmp_path / "opd.yaml").code == 0
+        cli("targets", "add", "OPD", "--where", "kind in (PRO, CLI)")
+        run_operation("OPD", scheduled=True)
+        execute("""update step_target st set status = 'ok_continue' from step s
+                   where s.id = st.step_id and s.code = 'NOW'""")
+        reports = {r["code"]: r for r in run_operation("OPD", scheduled=True)}
+        assert len(in_step("LATER", "OPD")) == 5  # routed in: routing never waits
+        assert reports["LATER"]["state"] == "Skipped"
+        assert reports["LATER"]["reason"] == "not due before 2099-01-01 09:00 CET"
+        manual = {r["code"]: r for r in run_operation("OPD")}
+        assert manual["LATER"]["reason"] != reports["LATER"]["reason"]  # manual runs are never blocked
