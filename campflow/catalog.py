@@ -102,3 +102,19 @@ def load_known(session: Session) -> Known:
         known.answered_questions.setdefault(q_code, set()).add(code)
     known.aliases = dict(session.execute(select(FieldAlias.alias, FieldAlias.target)).all())
     return known
+
+
+def load_field_catalog(session: Session) -> FieldCatalog:
+    """Only what field names need (custom fields, aliases, questions): cheap at run time."""
+    known = Known()
+    for table, name, indexed in session.execute(
+        select(CustomField.table_name, CustomField.name, CustomField.indexed)
+    ):
+        known.custom_fields.setdefault(table, {})[name] = indexed
+    known.aliases = dict(session.execute(select(FieldAlias.alias, FieldAlias.target)).all())
+    for q_code, code, qtype, choices in session.execute(
+        select(Questionnaire.code, Question.code, Question.type, Question.choices)
+        .join(Question.questionnaire).order_by(Question.position)
+    ):
+        known.questionnaires.setdefault(q_code, {})[code] = QuestionInfo(qtype, tuple(choices))
+    return known.field_catalog()

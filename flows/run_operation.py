@@ -26,7 +26,7 @@ from prefect.states import Completed
 from sqlalchemy import text
 
 from campflow import db
-from campflow.catalog import load_known
+from campflow.catalog import load_field_catalog
 from campflow.errors import CampflowError
 from flows.compiler import OperationPlan, StepPlan, compile_operation
 from tasks import routing
@@ -83,7 +83,9 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
     with db.session() as session:
         ids = routing.step_ids(session, op_id)
         step_id = ids[step.code]
-        catalog = load_known(session).field_catalog()
+        # plans were costed for whole tables: JIT compiling them costs more than it saves
+        session.execute(text("set local jit = off"))
+        catalog = load_field_catalog(session)
         report.before = routing.status_counts(session, step_id)
         if step.entry and not route_only:
             report.entered = routing.enter_targets(session, plan, step, op_id, ids, catalog)

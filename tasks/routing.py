@@ -158,6 +158,9 @@ def _insert(session: Session, chosen, step_id: int, operation_id: int) -> int:
     added = (insert(StepTarget).from_select(["step_id", "party_id", "operation_id"], chosen)
              .on_conflict_do_nothing().returning(StepTarget.party_id).cte("added"))
     count = session.scalar(select(func.count()).select_from(added)) or 0
+    if not session.scalar(text("select exists (select from operation_target_contact where operation_id = :op)"),
+                          {"op": operation_id}):
+        return count  # no contact targeted: nothing to add per contact
     session.execute(text("""
         insert into step_target_contact (step_id, contact_id, party_id)
         select st.step_id, otc.contact_id, otc.party_id from step_target st

@@ -11,7 +11,7 @@ from sqlalchemy import func, literal, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from campflow.catalog import load_known
+from campflow.catalog import load_field_catalog
 
 from campflow.errors import CampflowError, NotFound
 from campflow.operations import find_operation
@@ -165,7 +165,7 @@ def targets_from_step(session: Session, operation_code: str, source: str, *,
 def targets_add_where(session: Session, operation_code: str, where: str) -> TargetResult:
     """Target every party (of the operation's kinds) that matches a where expression."""
     op = find_operation(session, operation_code)
-    clause = where_clause(where, load_known(session).field_catalog())
+    clause = where_clause(where, load_field_catalog(session))
     matching = select(literal(op.id), Party.id, literal(f"where:{where}"[:500])).where(
         Party.kind.in_(op.party_kinds), clause)
     candidates = session.scalar(select(func.count()).select_from(matching.subquery()))
