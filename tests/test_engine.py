@@ -333,3 +333,31 @@ class TestDueDates:
         assert reports["LATER"]["reason"] == "not due before 2099-01-01 09:00 CET"
         manual = {r["code"]: r for r in run_operation("OPD")}
         assert manual["LATER"]["reason"] != reports["LATER"]["reason"]  # manual runs are never blocked
+
+
+class TestInspection:
+    def test_task_runs_named_and_tagged_with_artifacts(self, operation):
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            ArtifactFilter,
+            ArtifactFilterKey,
+            FlowRunFilter,
+            FlowRunFilterId,
+        )
+
+        from flows.run_operation import run_operation
+
+        state = run_operation("OP", return_state=True)
+        flow_run_id = state.state_details.flow_run_id
+        with get_client(sync_client=True) as client:
+            task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            named = {run.name: set(run.tags) for run in task_runs}
+            assert named["A phoning"] >= {"OP", "phoning"}
+            assert named["D other"] >= {"OP", "other"}
+            skipped = {run.name: run.state.name for run in task_runs}
+            assert skipped["B other"] == "Skipped"
+            artifacts = {a.key: a for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["op-funnel", "op-a", "op-a-progress"])))}
+        assert "| A | phoning | Completed | 5 |" in artifacts["op-funnel"].data
+        assert artifacts["op-a"].type == "table"
+        assert artifacts["op-a-progress"].data == 100.0
