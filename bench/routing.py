@@ -32,6 +32,9 @@ then under tracemalloc for the peak of Python allocations. Before every measurem
 rows are deleted and the database vacuumed/analysed and checkpointed, and one untimed run of each
 side first warms the caches, so campflow and the floor start from the same state. The traced
 campflow run also times its statements by part (route inserts, status counts…): the breakdown.
+At the largest size, --explain prints EXPLAIN (ANALYZE, BUFFERS) of campflow's three route
+statements (captured from a rolled-back dry run) and of the floor's, each from the same reset
+state (auto: only when campflow misses the ratio goal there).
 
 Unless --skip-prefect, the Prefect overhead: PF20 over 1,000 targets, the `run_operation` flow
 run twice under `prefect.testing.utilities.prefect_test_harness()` (S1's parties are set
