@@ -46,8 +46,11 @@ def test_prospecting_operation_end_to_end(examples_applied, cli, prefect, tmp_pa
     first = {r["code"]: r for r in run_operation("PROSPECTION-LYON-2026")}
     assert first["LISTE"]["processed"] == 23
     export = next(tmp_path.glob("PROSPECTION-LYON-2026/*/PROSPECTION-LYON-2026-LISTE.xlsx"))
-    sheet = openpyxl.load_workbook(export, read_only=True)["Export"]
-    table = list(sheet.values)
+    book = openpyxl.load_workbook(export, read_only=True)
+    try:
+        table = list(book["Export"].values)
+    finally:
+        book.close()  # read-only workbooks keep their file open until closed
     assert table[0][:3] == ("PCFIDX.TIERS", "PCFIDX.NOM", "PCFIDX.VILLE") and len(table) == 24
     result = cli("answers", "import", "PROSPECTION-LYON-2026", "APPEL", DATA / "callsheet-answers.xlsx", "-q")
     assert result.code == 0, result.err
