@@ -22,4 +22,5 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 clean:
+	-[ -x $(BIN)/campflow ] && env -u CAMPFLOW_DATABASE_URL $(BIN)/campflow db stop
 	rm -rf $(VENV) .campflow

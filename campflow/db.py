@@ -50,6 +50,18 @@ def embedded_url() -> str:
     return normalise_url(server.get_uri())
 
 
+def stop_embedded() -> bool:
+    """Stop the embedded PostgreSQL if it runs; False when there was nothing to stop."""
+    pgdata = campflow_home() / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    import pgserver
+
+    reset_caches()
+    pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()
+    return True
+
+
 @functools.cache
 def database_url() -> str:
     url = os.environ.get("CAMPFLOW_DATABASE_URL")

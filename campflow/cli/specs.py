@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
     db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
     db_app.command("upgrade")(upgrade)
     db_app.command("url")(show_url)
+    db_app.command("stop")(stop)
     app.add_typer(db_app, name="db")
 
 
@@ -40,6 +41,21 @@ def show_url() -> None:
     from sqlalchemy.engine import make_url
 
     print(make_url(db.database_url()).render_as_string(hide_password=True))
+
+
+def stop() -> None:
+    """Stop the embedded PostgreSQL under $CAMPFLOW_HOME (the next command starts it again).
+
+    Example: campflow db stop && rm -rf .campflow
+    """
+    import os
+
+    if os.environ.get("CAMPFLOW_DATABASE_URL"):
+        console.print("CAMPFLOW_DATABASE_URL names a database: there is no embedded server to stop")
+    elif db.stop_embedded():
+        console.print(f"stopped the embedded PostgreSQL in {db.campflow_home()}")
+    else:
+        console.print(f"no embedded PostgreSQL runs in {db.campflow_home()}")
 
 
 def apply(
