@@ -55,6 +55,7 @@ def stop_embedded() -> bool:
     pgdata = campflow_home() / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return False
+    _private_runtime_dir()
     import pgserver
 
     reset_caches()

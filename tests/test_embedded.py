@@ -22,5 +22,6 @@ def test_embedded_database_starts_serves_and_stops(tmp_path):
     assert campflow("ops", "tree").stdout.strip() == "no operation yet"
     stopped = campflow("db", "stop")
     assert "stopped the embedded PostgreSQL" in stopped.stdout, stopped.stderr
+    assert "Warning" not in stopped.stderr and "Warning" not in upgraded.stderr
     assert not (tmp_path / "home" / "pgdata" / "postmaster.pid").exists()
     assert "no embedded PostgreSQL runs" in campflow("db", "stop").stdout
