@@ -36,12 +36,16 @@ def normalise_url(url: str) -> str:
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
-def embedded_url() -> str:
-    """Start (or find running) the embedded PostgreSQL and return its URL."""
+def _private_runtime_dir() -> None:
     runtime = campflow_home() / "run"
     runtime.mkdir(parents=True, exist_ok=True)
     runtime.chmod(0o700)  # pgserver's platformdirs insists on a private runtime dir
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+
+
+def embedded_url() -> str:
+    """Start (or find running) the embedded PostgreSQL and return its URL."""
+    _private_runtime_dir()
     import pgserver  # imported here: starting it costs time only when it is used
 
     pgdata = campflow_home() / "pgdata"
