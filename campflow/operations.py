@@ -125,14 +125,15 @@ def load_view(session: Session, code: str) -> OperationView:
         "run_at": _local(s.run_at, op.timezone), "template": s.is_template,
         "counts": counts.get(s.id, {}), "routes": routes.get(s.id, []),
     } for s in steps]
-    _add_default_routes(rows)
+    _add_default_routes(rows, {s.code for s in steps if s.default_route})
     return OperationView(header, rows)
 
 
-def _add_default_routes(rows: list[dict[str, Any]]) -> None:
+def _add_default_routes(rows: list[dict[str, Any]], defaults: set[str]) -> None:
+    """Show the implicit route of steps without `next:` (not of those with `next: []`)."""
     actions = [r for r in rows if r["kind"]]
     for this, following in zip(actions, actions[1:] + [None], strict=True):
-        if not this["routes"] and following is not None and this.get("default", True):
+        if this["code"] in defaults and following is not None:
             this["routes"] = [{"to": following["code"], "rule": "ok_continue (next step)"}]
 
 

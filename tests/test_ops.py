@@ -84,3 +84,10 @@ class TestTemplates:
         assert result.code == 0, result.err
         assert scalar("select label from step where code = 'S1' and operation_id = (select id from "
                       "operation where code = 'SALON-ERP-2026')") == "Invitations par e-mail"
+
+
+def test_show_has_no_default_route_after_next_empty(examples_applied, cli):
+    data = json.loads(cli("ops", "show", "PROSPECTION-LYON-2026", "--json").out)
+    steps = {s["code"]: s for s in data["steps"]}
+    assert steps["CATALOGUE"]["routes"] == []  # `next: []` ends the path, though RELANCE follows
+    assert steps["LISTE"]["routes"] == [{"to": "APPEL", "rule": "ok_continue (next step)"}]
