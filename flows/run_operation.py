@@ -9,6 +9,7 @@ back; running again resumes, and nothing is ever done twice for a party in a ste
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,11 +29,14 @@ from sqlalchemy import text
 from campflow import db
 from campflow.catalog import load_field_catalog
 from campflow.errors import CampflowError
-from flows.compiler import OperationPlan, StepPlan, compile_operation
+from flows.compiler import OperationPlan, StepPlan, compile_operation, thaw
 from tasks import routing
 from tasks.registry import StepContext, step_kind
 
 LOCK_RUN = 2  # advisory lock namespace: one run of an operation at a time
+# the plan of each operation being run in this process, compiled once by its flow run for
+# all its step tasks (the advisory lock means one run per operation at a time)
+_RUN_PLANS: dict[str, tuple[OperationPlan, int]] = {}
 
 
 @dataclass
@@ -60,8 +64,6 @@ def load_plan(operation: str) -> tuple[OperationPlan, int]:
 
 
 def output_root() -> Path:
-    import os
-
     return Path(os.environ.get("CAMPFLOW_OUTPUT_DIR", "out")).resolve()
 
 
@@ -75,7 +77,7 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
 
     `route_only` is "répartir les tiers" by hand: no entry, no processing, only routing.
     """
-    plan, op_id = load_plan(operation)
+    plan, op_id = _RUN_PLANS.get(operation) or load_plan(operation)
     step = plan.step(step_code)
     kind = step_kind(step.kind)
     report = StepReport(step.code, step.kind)
@@ -87,14 +89,13 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
         session.execute(text("set local jit = off"))
         catalog = load_field_catalog(session)
         report.before = routing.status_counts(session, step_id)
-        if step.entry and not route_only:
-            report.entered = routing.enter_targets(session, plan, step, op_id, ids, catalog)
-        if route_only:
-            pass
-        elif scheduled and not step.is_due(now):
-            report.state, report.reason = "Skipped", f"not due before {step.run_at:%Y-%m-%d %H:%M %Z}"
-        else:
-            _run_kind(session, step, kind, op_id, step_id, operation, dry_run, report)
+        if not route_only:
+            if step.entry:
+                report.entered = routing.enter_targets(session, plan, step, op_id, ids, catalog)
+            if scheduled and not step.is_due(now):
+                report.state, report.reason = "Skipped", f"not due before {step.run_at:%Y-%m-%d %H:%M %Z}"
+            else:
+                _run_kind(session, step, kind, op_id, step_id, operation, dry_run, report)
         routing.sync_contacts(session, step_id)
         if step.event and not dry_run:
             report.events = routing.record_events(session, step_id, op_id, step.event)
@@ -120,8 +121,6 @@ def _run_kind(session, step: StepPlan, kind, op_id: int, step_id: int, operation
         report.processed = waiting
         report.reason = f"dry run: would process {waiting} parties"
         return
-    from flows.compiler import thaw
-
     # a folder per run: a later run exporting newly arrived parties never overwrites an earlier file
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     context = StepContext(op_id, operation, step_id, step.code, step.kind, thaw(step.settings) or {},
@@ -181,11 +180,13 @@ def run_operation(operation: str, steps: list[str] | None = None, dry_run: bool 
     with db.engine().connect() as lock:
         if not lock.scalar(text("select pg_try_advisory_lock(:ns, :op)"), {"ns": LOCK_RUN, "op": op_id}):
             raise CampflowError(f"operation {operation} is being run by another run; try again when it ends")
+        _RUN_PLANS[operation] = (plan, op_id)
         try:
             if not dry_run:
                 _start(op_id)
             reports = _run_steps(plan, operation, steps, dry_run, scheduled)
         finally:
+            _RUN_PLANS.pop(operation, None)
             lock.execute(text("select pg_advisory_unlock(:ns, :op)"), {"ns": LOCK_RUN, "op": op_id})
             lock.commit()
     create_markdown_artifact(key=artifact_key(operation, "funnel"), markdown=funnel_markdown(operation, reports),

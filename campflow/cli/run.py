@@ -45,10 +45,7 @@ def run(
 
     if dry_run and not as_json:
         console.print(str(load_plan(operation)[0]), highlight=False)
-    try:
-        reports = run_operation(operation, steps=step or None, dry_run=dry_run)
-    except CampflowError:
-        raise
+    reports = run_operation(operation, steps=step or None, dry_run=dry_run)
     if as_json:
         print_json(reports)
     else:
