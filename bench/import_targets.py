@@ -215,6 +215,14 @@ class Bench:
             hide_password=False)
         self.name = name
 
+    def migrate_and_use(self) -> None:
+        """Bring the benchmark database to the latest schema and point campflow at it."""
+        from campflow import db
+
+        db.upgrade(url=self.url)
+        os.environ["CAMPFLOW_DATABASE_URL"] = self.url
+        db.reset_caches()
+
     def admin(self, statement: sql.Composable) -> None:
         with psycopg.connect(self.admin_conninfo, autocommit=True) as conn:
             conn.execute(statement)
@@ -300,9 +308,7 @@ def main(argv: list[str] | None = None) -> int:
 
     failures: list[str] = []
     try:
-        db.upgrade(url=bench.url)
-        os.environ["CAMPFLOW_DATABASE_URL"] = bench.url
-        db.reset_caches()
+        bench.migrate_and_use()
         with tempfile.TemporaryDirectory(prefix="campflow_bench_") as tmp:
             tmpdir = Path(tmp)
             width = max(7, len(str(n)))

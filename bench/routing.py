@@ -506,9 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     plans: dict[str, str] = {}
     prefect: dict[str, Any] | None = None
     try:
-        db.upgrade(url=bench.url)
-        os.environ["CAMPFLOW_DATABASE_URL"] = bench.url
-        db.reset_caches()
+        bench.migrate_and_use()
         from campflow.apply import apply_path
 
         with tempfile.TemporaryDirectory(prefix="campflow_bench_") as tmp:
