@@ -72,7 +72,8 @@ def artifact_key(*parts: str) -> str:
 
 
 def process_step(operation: str, step_code: str, *, dry_run: bool = False, scheduled: bool = False,
-                 route_only: bool = False, now: dt.datetime | None = None) -> StepReport:
+                 route_only: bool = False, resend_unknown: bool = False,
+                 now: dt.datetime | None = None) -> StepReport:
     """Everything one step does, in one transaction (rolled back for a dry run).
 
     `route_only` is "répartir les tiers" by hand: no entry, no processing, only routing.
@@ -95,14 +96,14 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
             if scheduled and not step.is_due(now):
                 report.state, report.reason = "Skipped", f"not due before {step.run_at:%Y-%m-%d %H:%M %Z}"
             else:
-                _run_kind(session, step, kind, op_id, step_id, operation, dry_run, report)
+                _run_kind(session, step, kind, op_id, step_id, operation, dry_run, report, resend_unknown)
         routing.sync_contacts(session, step_id)
         if step.event and not dry_run:
             report.events = routing.record_events(session, step_id, op_id, step.event)
         if report.state != "Skipped":
             report.routes = [asdict(r) for r in routing.route(session, plan, step, op_id, ids, catalog)]
         report.after = routing.status_counts(session, step_id)
-        if not (report.entered or report.processed or any(r["routed"] for r in report.routes)) \
+        if not (report.entered or report.processed or report.outputs or any(r["routed"] for r in report.routes)) \
                 and report.state != "Skipped":
             report.state = "Skipped"
             report.reason = report.reason or _idle_reason(report, kind.automated)
@@ -112,22 +113,27 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
 
 
 def _run_kind(session, step: StepPlan, kind, op_id: int, step_id: int, operation: str,
-              dry_run: bool, report: StepReport) -> None:
+              dry_run: bool, report: StepReport, resend_unknown: bool = False) -> None:
     waiting = report.before.get("to_process", 0) + report.entered
-    if not kind.automated or kind.run is None:
+    if not kind.automated:
         report.reason = f"{waiting} parties wait for people (status set / answers import)" if waiting else ""
+        if kind.run is None or dry_run or not waiting:
+            return
+    elif kind.run is None:
         return
-    if dry_run:
+    elif dry_run:
         report.processed = waiting
         report.reason = f"dry run: would process {waiting} parties"
         return
     # a folder per run: a later run exporting newly arrived parties never overwrites an earlier file
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     context = StepContext(op_id, operation, step_id, step.code, step.kind, thaw(step.settings) or {},
-                          output_root() / operation / stamp)
+                          output_root() / operation / stamp, resend_unknown=resend_unknown)
     outcome = kind.run(session, context)
     report.processed = outcome.processed
     report.outputs = [str(p) for p in outcome.outputs]
+    if outcome.message:
+        report.reason = "; ".join(filter(None, (report.reason, outcome.message)))
 
 
 def _idle_reason(report: StepReport, automated: bool) -> str:
@@ -140,11 +146,12 @@ def _idle_reason(report: StepReport, automated: bool) -> str:
 
 @task(task_run_name="{step_code} {kind}", cache_policy=NO_CACHE)  # state lives in PostgreSQL
 def run_step(operation: str, step_code: str, kind: str, dry_run: bool = False,
-             scheduled: bool = False) -> StepReport:
+             scheduled: bool = False, resend_unknown: bool = False) -> StepReport:
     """Run one step of an operation and route its finished parties."""
     progress = create_progress_artifact(0.0, key=artifact_key(operation, step_code, "progress"),
                                         description=f"{step_code} {kind} of {operation}")
-    report = process_step(operation, step_code, dry_run=dry_run, scheduled=scheduled)
+    report = process_step(operation, step_code, dry_run=dry_run, scheduled=scheduled,
+                          resend_unknown=resend_unknown)
     update_progress_artifact(progress, 100.0)
     _step_artifacts(operation, report)
     get_run_logger().info("%s %s: %s", step_code, report.state, report.reason or "done")
@@ -164,7 +171,7 @@ def _step_artifacts(operation: str, report: StepReport) -> None:
 
 @flow(name="run-operation", flow_run_name="{operation}")
 def run_operation(operation: str, steps: list[str] | None = None, dry_run: bool = False,
-                  scheduled: bool = False) -> list[dict[str, Any]]:
+                  scheduled: bool = False, resend_unknown: bool = False) -> list[dict[str, Any]]:
     """Run an operation's steps in dependency order; returns one report per step.
 
     Args:
@@ -172,6 +179,7 @@ def run_operation(operation: str, steps: list[str] | None = None, dry_run: bool 
         steps: only these steps (default: all).
         dry_run: show who would be processed and routed; change nothing.
         scheduled: a scheduled run leaves steps alone before their run_at.
+        resend_unknown: send again the messages whose fate a crash left unknown.
     """
     plan, op_id = load_plan(operation)
     unknown = sorted(set(steps or ()) - {s.code for s in plan.steps})
@@ -184,7 +192,7 @@ def run_operation(operation: str, steps: list[str] | None = None, dry_run: bool 
         try:
             if not dry_run:
                 _start(op_id)
-            reports = _run_steps(plan, operation, steps, dry_run, scheduled)
+            reports = _run_steps(plan, operation, steps, dry_run, scheduled, resend_unknown)
         finally:
             _RUN_PLANS.pop(operation, None)
             lock.execute(text("select pg_advisory_unlock(:ns, :op)"), {"ns": LOCK_RUN, "op": op_id})
@@ -204,7 +212,7 @@ def _start(op_id: int) -> None:
 
 
 def _run_steps(plan: OperationPlan, operation: str, only: list[str] | None, dry_run: bool,
-               scheduled: bool) -> list[dict[str, Any]]:
+               scheduled: bool, resend_unknown: bool = False) -> list[dict[str, Any]]:
     futures = {}
     for step in plan.steps:
         if only and step.code not in only:
@@ -212,7 +220,7 @@ def _run_steps(plan: OperationPlan, operation: str, only: list[str] | None, dry_
         kind = step_kind(step.kind)
         options = run_step.with_options(name=f"{step.code} {step.kind}", tags=[operation, step.kind],
                                         retries=kind.retries, retry_delay_seconds=kind.retry_delay_seconds)
-        futures[step.code] = options.submit(operation, step.code, step.kind, dry_run, scheduled,
+        futures[step.code] = options.submit(operation, step.code, step.kind, dry_run, scheduled, resend_unknown,
                                             wait_for=[futures[s] for s in step.sources if s in futures])
     reports = []
     for code, future in futures.items():

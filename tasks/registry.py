@@ -21,6 +21,8 @@ class StepContext:
     kind: str
     settings: dict[str, Any]  # the step's kind settings as in the spec (email, columns…)
     output_dir: Path  # where the step writes its files (created by the kind when needed)
+    # messages whose fate is unknown after a crash are sent again only when asked
+    resend_unknown: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,9 @@ class StepKind:
     """How one kind of step runs.
 
     `run` processes the step's `to_process` parties set-based, in the caller's transaction,
-    and sets their final statuses; a kind that is not `automated` (phoning, other) leaves
-    its parties `to_process` until people answer (status set / answers import).
+    and sets their final statuses. A kind that is not `automated` (phoning, other) leaves
+    its parties `to_process` until people answer (status set / answers import); its `run`,
+    when it has one, prepares their work (a call sheet) without changing a status.
     """
 
     name: str

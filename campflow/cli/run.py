@@ -32,6 +32,9 @@ def run(
     step: Annotated[list[str] | None, typer.Option("--step", help="Only this step (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and who would be processed "
                                           "and routed; change nothing.")] = False,
+    resend_unknown: Annotated[bool, typer.Option(
+        "--resend-unknown", help="Send again the messages a crash left with an unknown fate "
+        "(they may have been sent already; by default they are only reported).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
     """Run an operation now as a Prefect flow run (`run-operation`) and print its funnel.
@@ -45,7 +48,7 @@ def run(
 
     if dry_run and not as_json:
         console.print(str(load_plan(operation)[0]), highlight=False)
-    reports = run_operation(operation, steps=step or None, dry_run=dry_run)
+    reports = run_operation(operation, steps=step or None, dry_run=dry_run, resend_unknown=resend_unknown)
     if as_json:
         print_json(reports)
     else:
