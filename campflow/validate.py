@@ -387,8 +387,18 @@ class OperationCheck:
             if not path.is_file():
                 self.problem(loc + ("document", "template"), f"template {step.document.template} not "
                              f"found (paths are relative to {self.base})")
+            else:
+                from tasks.wordmerge import check_template
+
+                for message in check_template(path, step.document.fields, self.catalog):
+                    self.problem(loc + ("document", "template"), message)
             for name, target in step.document.fields.items():
                 self.check_field(target, loc + ("document", "fields", name))
+        if step.labels:
+            from tasks.kinds.label_mailing import check_labels
+
+            for key, message in check_labels(step.labels.model_dump()):
+                self.problem(loc + (("labels", key) if key else ("labels",)), message)
         for i, column in enumerate(step.columns or ()):
             self.check_field(column, loc + ("columns", i))
 
@@ -416,8 +426,9 @@ class OperationCheck:
         text = path.read_text(encoding="utf-8", errors="replace")
         if path.suffix == ".j2":
             from campflow.templates import check_jinja
+            from tasks.mail import jinja_problems  # what the sandbox refuses at render time
 
-            for message in check_jinja(text, self.catalog):
+            for message in check_jinja(text, self.catalog) + jinja_problems(text):
                 self.problem(loc, f"{path.name}: {message}")
             return
         syntax = "rtf" if path.suffix == ".rtf" else "html"

@@ -1,5 +1,6 @@
-"""The demo: apply the example specs, load the example data set, target the trade show,
-then run a prospecting operation end to end (export, call sheet answers, routing).
+"""The demo: apply the example specs, load the example data set, target the trade show and run
+it (invitations written as .eml files, call sheet), then run a prospecting operation end to end
+(export, call sheet answers, routing, the catalogue letter merged, its address labels).
 
 Runs the same `campflow` commands a user would type, on the embedded PostgreSQL under
 `.campflow/` unless CAMPFLOW_DATABASE_URL names a database.
@@ -31,12 +32,16 @@ STEPS: list[tuple[str, list[str], bool]] = [
     ("The operation tree", ["ops", "tree"], True),
     ("The operation", ["ops", "show", OPERATION], True),
     ("Its first targets", ["targets", "list", OPERATION, "--sort", "city", "--limit", "15"], True),
+    ("Run the trade show: S1 e-mails the invitations (no SMTP channel saved, so they are written as "
+     ".eml files), S2 writes the operators' call sheet", ["run", OPERATION], True),
+    ("The channels: none saved, so e-mails go to .eml files", ["channels", "list"], True),
     ("Prospecting the Lyon area: target it", ["targets", "add", PROSPECTING, "--where", "CP matches '69*'"], True),
     ("Run it: the call list is exported, the parties wait for the operators' calls",
      ["run", PROSPECTING], True),
     ("The operators' call sheet comes back: answers, statuses, callbacks",
      ["answers", "import", PROSPECTING, "APPEL", str(DATA / "callsheet-answers.xlsx"), "--quiet"], True),
-    ("Run again: the answers route parties to the catalogue and to the follow-up call",
+    ("Run again: the answers route parties to the catalogue letter (merged into one Word document) "
+     "and its address labels, and to the follow-up call",
      ["run", PROSPECTING], True),
     ("Who is where now", ["targets", "list", PROSPECTING, "--step", "CATALOGUE", "--limit", "10"], True),
 ]
@@ -45,6 +50,22 @@ STEPS: list[tuple[str, list[str], bool]] = [
 def run(args: list[str]) -> int:
     print(f"\n$ campflow {' '.join(args)}", flush=True)
     return subprocess.run([sys.executable, "-m", "campflow", *args], check=False).returncode
+
+
+def show_outputs() -> None:
+    """Where the steps wrote their files."""
+    root = Path(os.environ.get("CAMPFLOW_OUTPUT_DIR", "out")).resolve()
+    print(f"\n## The outputs, under {root}")
+    for pattern, what in ((f"{OPERATION}/*/messages", "invitation e-mails (.eml) of S1"),
+                          (f"{OPERATION}/*/*-S2-*.xlsx", "call sheet of S2"),
+                          (f"{PROSPECTING}/*/*-LISTE.xlsx", "call list exported by LISTE"),
+                          (f"{PROSPECTING}/*/*-CATALOGUE.docx", "catalogue letter, a section per party"),
+                          (f"{PROSPECTING}/*/*-ETIQUETTES.docx", "address labels (Avery L7160)")):
+        found = sorted(root.glob(pattern))
+        if found:
+            latest = found[-1]
+            count = f" ({len(list(latest.iterdir()))} files)" if latest.is_dir() else ""
+            print(f"  {what}: {latest}{count}")
 
 
 def main() -> int:
@@ -60,9 +81,7 @@ def main() -> int:
         if not must_succeed and code == 0:
             print("expected this file to be refused", file=sys.stderr)
             return 1
-    exports = sorted(Path(os.environ.get("CAMPFLOW_OUTPUT_DIR", "out")).glob(f"{PROSPECTING}/*/*.xlsx"))
-    if exports:
-        print(f"\nThe call list exported by step LISTE: {exports[-1].resolve()}")
+    show_outputs()
     print("\nDone. Try: campflow ops show PROSPECTION-LYON-2026, campflow run SALON-ERP-2026 --dry-run")
     return 0
 

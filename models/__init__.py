@@ -13,6 +13,7 @@ from models.catalog import (
     State,
 )
 from models.operation import Condition, Folder, Operation, Route, Step
+from models.outbox import Outbox
 from models.party import Contact, Party
 from models.targeting import (
     Answer,
@@ -39,6 +40,7 @@ __all__ = [
     "Operation",
     "OperationTarget",
     "OperationTargetContact",
+    "Outbox",
     "Party",
     "Question",
     "Questionnaire",

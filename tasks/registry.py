@@ -31,7 +31,7 @@ class StepOutcome:
 
     processed: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
-    outputs: tuple[Path, ...] = ()
+    outputs: tuple[Path | str, ...] = ()  # local files, or locations in an output-storage block
     message: str = ""
 
 

@@ -196,11 +196,17 @@ def record_events(session: Session, step_id: int, operation_id: int, code: str) 
     """One event per party that reached ok_continue in the step; never two."""
     return session.execute(text("""
         with added as (
-            insert into event (operation_id, step_id, party_id, code, contact_ids)
+            insert into event (operation_id, step_id, party_id, code, contact_ids, message_path)
             select :op, st.step_id, st.party_id, :code,
                    coalesce((select array_agg(c.contact_id order by c.contact_id) from step_target_contact c
                              where c.step_id = st.step_id and c.party_id = st.party_id
-                               and c.status = 'ok_continue'), '{}')
+                               and c.status = 'ok_continue'), '{}'),
+                   -- the .eml of the party's (first) sent message, when the operation keeps them
+                   (select o.message_path from outbox o join operation op on op.id = :op
+                    left join contact mc on mc.id = o.contact_id
+                    where op.attach_messages_to_events and o.step_id = st.step_id
+                      and o.party_id = st.party_id and o.state = 'sent' and o.message_path is not null
+                    order by mc.code nulls first, o.id limit 1)
             from step_target st where st.step_id = :step and st.status = 'ok_continue'
             order by st.party_id
             on conflict do nothing returning 1)

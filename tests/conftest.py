@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import email
 import os
+import socket
 import sys
+import threading
 import uuid
 from dataclasses import dataclass
+from email import policy
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,19 @@ ADMIN_URL = os.environ.get(
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 os.environ.setdefault("COLUMNS", "200")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def output_dir(tmp_path_factory) -> Path:
+    """Step outputs of the whole run go to a temporary folder, never to ./out."""
+    folder = tmp_path_factory.mktemp("out")
+    previous = os.environ.get("CAMPFLOW_OUTPUT_DIR")
+    os.environ["CAMPFLOW_OUTPUT_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("CAMPFLOW_OUTPUT_DIR", None)
+    else:
+        os.environ["CAMPFLOW_OUTPUT_DIR"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +122,75 @@ def prefect():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+class Sink:
+    """An SMTP handler keeping what it accepted: some recipients (or the sender) are refused with
+    a given reply; it knows which connection (client port) each message came on."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, list[str], bytes]] = []
+        self.refuse: dict[str, str] = {"refused@gaelle.fr": "550 5.1.1 <refused@gaelle.fr>: user unknown"}
+        self.refuse_sender: str | None = None
+        self.peers: set[tuple] = set()
+        self.lock = threading.Lock()
+
+    @property
+    def connections(self) -> int:
+        return len(self.peers)
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.refuse_sender:
+            return self.refuse_sender
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.peers.add(tuple(session.peer))
+            self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 2.0.0 queued"
+
+    def messages(self) -> dict[str, email.message.EmailMessage]:
+        """Each received message parsed back, by recipient."""
+        return {to[0]: email.message_from_bytes(content, policy=policy.default)
+                for _, to, content in self.received}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server (aiosmtpd) on a free local port."""
+    from aiosmtpd.controller import Controller
+
+    from blocks.channels import close_connections
+
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    sink.port = controller.port
+    yield sink
+    close_connections()
+    controller.stop()
+
+
+@pytest.fixture
+def channels(prefect):
+    """Channel and fax gateway blocks saved by a test are deleted after it (the Prefect server
+    lives all session)."""
+    from campflow.cli.channels import saved_channels
+
+    yield
+    for name, channel in saved_channels():
+        type(channel).delete(name)

@@ -89,5 +89,6 @@ class TestTemplates:
 def test_show_has_no_default_route_after_next_empty(examples_applied, cli):
     data = json.loads(cli("ops", "show", "PROSPECTION-LYON-2026", "--json").out)
     steps = {s["code"]: s for s in data["steps"]}
-    assert steps["CATALOGUE"]["routes"] == []  # `next: []` ends the path, though RELANCE follows
+    assert steps["ETIQUETTES"]["routes"] == []  # `next: []` ends the path, though RELANCE follows
+    assert [r["to"] for r in steps["CATALOGUE"]["routes"]] == ["ETIQUETTES"]
     assert steps["LISTE"]["routes"] == [{"to": "APPEL", "rule": "ok_continue (next step)"}]

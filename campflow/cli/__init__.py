@@ -7,6 +7,9 @@ import sys
 import typer
 
 from campflow.cli import ops, specs, status, targeting
+from campflow.cli import channels as channel_commands
+from campflow.cli import fax as fax_commands
+from campflow.cli import phoning as phoning_commands
 from campflow.cli import run as run_commands
 from campflow.cli.common import err_console
 from campflow.errors import CampflowError
@@ -24,6 +27,9 @@ ops.register(app)
 targeting.register(app)
 status.register(app)
 run_commands.register(app)
+phoning_commands.register(app)
+channel_commands.register(app)
+fax_commands.register(app)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,24 +76,34 @@ def write_workbook(path: Path, header: Sequence[str], rows: Iterable[Sequence[An
 
     Returns the number of data rows written.
     """
+    with saved_atomically(path) as book:
+        return _fill(book, [cell_value(h) for h in header], rows)
+
+
+@contextlib.contextmanager
+def saved_atomically(path: Path) -> Iterator[Workbook]:
+    """A write-only workbook, saved to `path` when the block ends without an error.
+
+    It is saved under a temporary name, synced, then renamed: `path` appears whole or not at
+    all; on an error nothing is left behind, not even openpyxl's temporary sheet files.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     book = Workbook(write_only=True)
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        count = _fill(book, [cell_value(h) for h in header], rows)
+        yield book
         book.save(partial)
         with partial.open("rb+") as written:
             os.fsync(written.fileno())  # the data is on disk before the name points to it
         os.replace(partial, path)
     except BaseException:
-        _discard(book)
+        discard_workbook(book)
         raise
     finally:
         partial.unlink(missing_ok=True)
-    return count
 
 
-def _discard(book: Workbook) -> None:
+def discard_workbook(book: Workbook) -> None:
     """Close an unsaved workbook's sheet streams and delete their temporary files."""
     # openpyxl deletes them only when saving or at exit, and a worker process lives long
     for sheet in book.worksheets:

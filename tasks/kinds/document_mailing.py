@@ -1,0 +1,174 @@
+"""`document_mailing`: a Word mail merge of the step's `.docx` master (SPEC section 4).
+
+The template's merge fields map to campflow fields (`TABLE__FIELD` names, or the template's
+own names through `document.fields`); one SELECT over the claimed parties yields every value
+(`tasks.records.RecordQuery`: a contact field shows the party's first targeted contact). The
+rows stream through a server-side cursor into one merged `.docx`, a section (new page) per
+party; with `per_party: true` each party also gets its own `.docx`, named after its code.
+Everything is written under a temporary folder and renamed into the run folder at the end,
+so a failure leaves no file behind; then the files go to the output storage block, if any.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from blocks.storage import publish
+from campflow.catalog import load_field_catalog
+from campflow.errors import CampflowError, Problem, SpecError
+from flows.fields import FieldRef
+from tasks.records import (
+    FieldColumn,
+    RecordQuery,
+    claim_parties,
+    mark_processed,
+    question_ids,
+    resolve_fields,
+)
+from tasks.registry import StepContext, StepKind, StepOutcome, register
+from tasks.wordmerge import TemplateError, WordTemplate, map_fields
+
+FETCH_ROWS = 1_000  # rows per round trip of the server-side cursor
+FIX = "nothing was merged; fix the step's document settings or its template and apply it again"
+# names Windows reserves whatever the extension
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+_UNSAFE = re.compile(r"[^\w.-]+")
+PARTY_CODE = FieldColumn("party.code", FieldRef("party", "code"))
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """A step's template and the fields its merge fields show, resolved once per run."""
+
+    template: WordTemplate
+    columns: tuple[FieldColumn, ...]  # each field once, in the order of a RecordQuery row
+    sources: tuple[tuple[str, int], ...]  # (merge field name, index of its column)
+
+    def values(self, row: Sequence[Any]) -> dict[str, Any]:
+        """A RecordQuery row (of `columns`) as merge field name → value."""
+        return {name: row[index] for name, index in self.sources}
+
+
+def plan_merge(session: Session, ctx: StepContext) -> MergePlan:
+    """The step's `document:` read and checked against the database's fields.
+
+    Raises CampflowError or SpecError naming the step (a template changed since apply, a
+    field no longer known) before any party is claimed.
+    """
+    place = f"step {ctx.operation_code}/{ctx.step_code}"
+    settings = ctx.settings.get("document") or {}
+    written = settings.get("template")
+    if not written:
+        raise CampflowError(f"{place}: a {ctx.kind} step needs `document: {{template: FILE.docx}}`")
+    path = Path(written)
+    if not path.is_file():
+        raise CampflowError(f"{place}: template {path} not found; put it back or fix "
+                            "document.template and apply the spec again")
+    try:
+        template = WordTemplate(path)
+    except TemplateError as error:
+        raise SpecError([Problem(f"{place} document.template", str(error))], FIX) from None
+    catalog = load_field_catalog(session)
+    mapping, problems = map_fields(template.fields, settings.get("fields") or {}, catalog,
+                                   f"template {path.name}")
+    if problems:
+        raise SpecError([Problem(f"{place} document.template", p) for p in problems], FIX)
+    targets = list(dict.fromkeys(mapping.values()))
+    columns: list[FieldColumn] = []
+    index: dict[FieldRef, int] = {}  # PCFIDX.NOM and party.name are one column
+    where: dict[str, int] = {}
+    for column in resolve_fields(session, targets, place, "merge field", FIX):
+        where[column.text] = index.setdefault(column.ref, len(columns))
+        if len(index) > len(columns):
+            columns.append(column)
+    return MergePlan(template, tuple(columns), tuple((name, where[t]) for name, t in mapping.items()))
+
+
+def run(session: Session, ctx: StepContext) -> StepOutcome:
+    """Merge the step's `to_process` parties into Word documents, then mark them `ok_continue`."""
+    plan = plan_merge(session, ctx)
+    if not claim_parties(session, ctx.step_id):
+        return StepOutcome(message="no party to process")
+    query = RecordQuery(ctx, question_ids(session, plan.columns)).select((PARTY_CODE, *plan.columns))
+    result = session.execute(query.execution_options(yield_per=FETCH_ROWS, stream_results=True))
+    stem = f"{ctx.operation_code}-{ctx.step_code}"
+    per_party = bool((ctx.settings.get("document") or {}).get("per_party"))
+    with result:
+        files, merged = write_documents(plan, result, ctx.output_dir, stem, per_party)
+    done = mark_processed(session, ctx.step_id)
+    outputs = publish(ctx.output_dir, files)
+    each = f", and one file per party in {stem}/" if per_party else ""
+    return StepOutcome(processed=done, statuses={"ok_continue": done}, outputs=outputs,
+                       message=f"{merged} part{'y' if merged == 1 else 'ies'} merged into {stem}.docx{each}")
+
+
+def write_documents(plan: MergePlan, rows: Iterable[Sequence[Any]], folder: Path, stem: str,
+                    per_party: bool) -> tuple[list[Path], int]:
+    """Write `<stem>.docx` (a section per row) and, per party, `<stem>/<code>.docx`.
+
+    Each row is (party code, *plan.columns). Files appear whole, all at once, or not at all.
+    Returns the files written and the number of parties merged.
+    """
+    staging = folder / f".{stem}.{uuid.uuid4().hex}.tmp"
+    staging.mkdir(parents=True)
+    try:
+        parties = staging / stem
+        written: list[Path] = []
+        merged = staging / f"{stem}.docx"
+        with merged.open("wb") as out:
+            count = plan.template.write(out, _records(plan, rows, parties if per_party else None, written))
+            out.flush()
+            os.fsync(out.fileno())  # the data is on disk before the name points to it
+        final = folder / merged.name
+        os.replace(merged, final)
+        moved = [_move(path, folder / stem / path.name) for path in written]
+        return [final, *moved], count
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _records(plan: MergePlan, rows: Iterable[Sequence[Any]], parties: Path | None,
+             written: list[Path]) -> Iterator[dict[str, Any]]:
+    """Each row's merge values; with a folder, also writes the party's own document there."""
+    used: set[str] = set()
+    for code, *row in rows:
+        values = plan.values(row)
+        if parties is not None:
+            path = parties / file_name(code, used)
+            parties.mkdir(exist_ok=True)
+            path.write_bytes(plan.template.render(values))
+            written.append(path)
+        yield values
+
+
+def _move(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
+    return target
+
+
+def file_name(code: str, used: set[str]) -> str:
+    """A `.docx` name made from a party code, safe on every file system and unique in `used`."""
+    stem = _UNSAFE.sub("_", code).strip("._") or "party"
+    stem = stem[:100]
+    if stem.upper().split(".")[0] in _RESERVED:
+        stem = f"_{stem}"
+    name, number = f"{stem}.docx", 1
+    while name.casefold() in used:  # `A/B` and `A_B`, or `ab` and `AB` on Windows
+        number += 1
+        name = f"{stem}~{number}.docx"
+    used.add(name.casefold())
+    return name
+
+
+register(StepKind(name="document_mailing", run=run, automated=True, retries=2,
+                  retry_delay_seconds=5))

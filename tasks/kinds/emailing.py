@@ -1,0 +1,425 @@
+"""`emailing` and `mass_emailing`: a message per recipient, personalised, sent through a channel.
+
+One streamed SELECT yields a row per recipient (the party's own address, or each of its
+contacts with one of the step's functions) with a value per field the templates read. Rows
+go in batches: built (tasks.mail), claimed in the outbox, sent, settled (tasks.outbox), so a
+message is never sent twice whatever crashes or retries. At the end the parties and contacts
+take their messages' outcome in one UPDATE each.
+
+`mass_emailing` is the same through its own channel (a relay for large volumes): by default
+the block `mass-emailing`, where `emailing` uses `emailing`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Integer, and_, func, null, or_, select
+from sqlalchemy.orm import Session
+from sqlalchemy.types import Text
+
+from blocks.channels import (
+    DEFAULT_CHANNELS,
+    SENT,
+    Channel,
+    ChannelError,
+    Delivery,
+    FileChannel,
+    FileSender,
+    Outgoing,
+    SmtpSender,
+    load_channel,
+)
+from campflow.errors import CampflowError
+from models import Contact, Operation, OperationTargetContact, Party
+from tasks.mail import MessageTemplate, Recipient, TemplateRefused, check_address, compile_message, message_filename
+from tasks.outbox import OutboxWriter, Settlement, remember, settle_statuses, start_run
+from tasks.records import CLAIMED, FieldColumn, RecordQuery, claim_parties, question_ids, resolve_fields
+from tasks.registry import StepContext, StepKind, StepOutcome, register
+
+BATCH = 500  # messages claimed, sent and settled together
+FETCH_ROWS = 2_000  # rows per round trip of the server-side cursor
+FIXED = 9  # party id, code, name, e-mail; contact id, code, first and last name, e-mail
+log = logging.getLogger(__name__)
+
+
+def run(session: Session, ctx: StepContext) -> StepOutcome:
+    """Send the step's message to the recipients of its `to_process` parties."""
+    return send_step(session, ctx)
+
+
+def send_step(session: Session, ctx: StepContext, channel: Channel | None = None) -> StepOutcome:
+    """The kind's run, optionally through a given channel block (scripts, benchmarks)."""
+    place = f"step {ctx.operation_code}/{ctx.step_code}"
+    email = ctx.settings.get("email")
+    if not isinstance(email, dict):
+        raise CampflowError(f"{place}: a {ctx.kind} step needs `email:` with subject and body")
+    try:
+        message = compile_message(email, place)
+    except TemplateRefused as exc:
+        raise CampflowError(f"{place}: {exc}; nothing was sent") from None
+    functions = contact_functions(email, place)
+    columns = resolve_fields(session, message.references, place, "field",
+                             "nothing was sent; fix the step's templates and apply it again")
+    if not claim_parties(session, ctx.step_id):
+        return StepOutcome(message="no party to process")
+    note = ""
+    if channel is None:
+        channel, note = choose_channel(ctx, email, place)
+    messages_dir = ctx.output_dir / "messages"
+    sender = channel.open_sender(messages_dir) if isinstance(channel, FileChannel) else channel.open_sender()
+    try:
+        sender.check()
+        attach = bool(session.scalar(select(Operation.attach_messages_to_events)
+                                     .where(Operation.id == ctx.operation_id)))
+        step_run = StepRun(session, ctx, message, columns, functions, sender, channel.sender,
+                           messages_dir if attach and not sender.writes_files else None)
+        step_run.send_all()
+    except ChannelError as exc:
+        raise CampflowError(f"{place}: {exc}; the parties stay to_process, and a new run sends what was "
+                            "not sent (never a message twice)") from None
+    finally:
+        sender.close()
+    counts = settle_statuses(session, ctx.step_id, ctx.operation_code, functions)
+    return StepOutcome(processed=sum(counts.values()), statuses=counts, outputs=step_run.outputs(messages_dir),
+                       message=step_run.summary(sender.label, note))
+
+
+def render_all(session: Session, ctx: StepContext, sender: str = "campflow <campflow@localhost>") -> list[Outgoing]:
+    """Every message a run of the step would send now, built the same way; nothing claimed or sent.
+
+    For previews and for benchmarks: a plain smtplib loop over these messages is the floor a
+    run is compared with. Locks the step's `to_process` parties until the session ends.
+    """
+    place = f"step {ctx.operation_code}/{ctx.step_code}"
+    message = compile_message(ctx.settings["email"], place)
+    functions = contact_functions(ctx.settings["email"], place)
+    columns = resolve_fields(session, message.references, place)
+    if not claim_parties(session, ctx.step_id):
+        return []
+    step_run = StepRun(session, ctx, message, columns, functions, FileSender(ctx.output_dir, "preview"), sender, None)
+    messages: list[Outgoing] = []
+    with step_run.recipients() as result:
+        for rows in _batches(result, BATCH):
+            _, built = step_run.build(rows)
+            messages += [outgoing for outgoing, _ in built.values()]
+    return messages
+
+
+def contact_functions(email: dict[str, Any], place: str) -> tuple[str, ...] | None:
+    """The contact functions that receive the message (upper-case), or None: the party's own address."""
+    contacts = email.get("contacts")
+    if not contacts:
+        return None
+    functions = contacts.get("functions") if isinstance(contacts, dict) else None
+    if set(contacts) - {"functions"} or not functions or not all(isinstance(f, str) and f.strip() for f in functions):
+        raise CampflowError(f"{place}: `contacts:` must be {{functions: [DIRECTION, ACHATS]}}; got {contacts!r}")
+    return tuple(dict.fromkeys(f.strip().upper() for f in functions))
+
+
+def choose_channel(ctx: StepContext, email: dict[str, Any], place: str) -> tuple[Channel, str]:
+    """The step's channel block; without one, the kind's default block, else `.eml` files."""
+    named = email.get("channel")
+    if named:
+        found = load_channel(named)
+        if found is None:
+            raise CampflowError(f"{place}: no channel named {named!r} (an SMTP or file channel block); "
+                                f"`campflow channels list` shows the saved ones, `campflow channels add-smtp "
+                                f"{named} …` saves one")
+        return found, ""
+    default = DEFAULT_CHANNELS.get(ctx.kind, "emailing")
+    found = load_channel(default) if _in_prefect_run() else None
+    if found is not None:
+        return found, ""
+    return FileChannel(), (f"no channel block '{default}': messages written as .eml files, not sent "
+                           f"(`campflow channels add-smtp {default} …` to send them)")
+
+
+def _in_prefect_run() -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+def _logger() -> Any:
+    if _in_prefect_run():
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    return log
+
+
+# --- the recipients --------------------------------------------------------------------------
+
+
+class RecipientQuery(RecordQuery):
+    """One row per recipient: the party's own address, or each of its contacts with a function.
+
+    With functions, the contact fields (`T2.PRENOM`) are the recipient contact's; a party's
+    contacts are restricted to those the operation targets when it targets any of them.
+    A party without such a contact still has one row (no contact): it fails with the reason.
+    """
+
+    def __init__(self, ctx: StepContext, question_ids: dict[tuple[str, str], int],
+                 functions: Sequence[str] | None) -> None:
+        super().__init__(ctx, question_ids)
+        self.functions = functions
+        self.recipient: Any = None
+        if functions:  # joined as "contact": the contact fields are the recipient's
+            recipients = self._recipients(functions)
+            self.recipient = self._outer("contact", recipients, recipients.c.party_id == Party.id)
+
+    def _recipients(self, functions: Sequence[str]) -> Any:
+        op = self.ctx.operation_id
+        targeted = (select(OperationTargetContact.party_id).where(OperationTargetContact.operation_id == op)
+                    .distinct().subquery("targeted_party"))
+        chosen = OperationTargetContact.__table__.alias("chosen_contact")
+        return (select(Contact)
+                .join(CLAIMED, CLAIMED.c.party_id == Contact.party_id)
+                .outerjoin(targeted, targeted.c.party_id == Contact.party_id)
+                .outerjoin(chosen, and_(chosen.c.operation_id == op, chosen.c.contact_id == Contact.id))
+                .where(func.upper(func.trim(Contact.function)).in_(list(functions)),
+                       or_(targeted.c.party_id.is_(None), chosen.c.contact_id.is_not(None)))
+                .subquery("recipient"))
+
+    def select_recipients(self, columns: Sequence[FieldColumn]) -> Any:
+        values = [self.value(ref).label(f"v{i}") for i, ref in enumerate(dict.fromkeys(c.ref for c in columns))]
+        if self.recipient is not None:
+            r = self.recipient.c
+            fixed = [r.id, r.code, r.first_name, r.last_name, r.email]
+            order = (Party.code, r.code)
+        else:
+            fixed = [null().cast(type_).label(name) for name, type_ in (
+                ("contact_id", Integer), ("contact_code", Text), ("first_name", Text), ("last_name", Text),
+                ("contact_email", Text))]
+            order = (Party.code,)
+        return (select(Party.id, Party.code, Party.name, Party.email, *fixed, *values)
+                .select_from(self.from_).order_by(*order))
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+
+class StepRun:
+    """The batches of one step run: build, claim, send, settle."""
+
+    def __init__(self, session: Session, ctx: StepContext, message: MessageTemplate,
+                 columns: Sequence[FieldColumn], functions: Sequence[str] | None,
+                 sender: SmtpSender | FileSender, sender_text: str, copies_dir: Path | None) -> None:
+        self.session = session
+        self.ctx = ctx
+        self.message = message
+        self.columns = columns
+        self.functions = functions
+        self.sender = sender
+        self.copies_dir = copies_dir  # where sent messages are kept for the events, when asked
+        refs = list(dict.fromkeys(c.ref for c in columns))
+        message.bind({c.text: FIXED + refs.index(c.ref) for c in columns}, sender=sender_text,
+                     operation=ctx.operation_code, step=ctx.step_code)
+        self.domain = sender_text.rpartition("@")[2].rstrip(">").strip() or "campflow.invalid"
+        self.missing = f"no contact with function {', '.join(functions)}" if functions else ""
+        self.outbox = OutboxWriter(ctx.operation_id, ctx.step_id, sender.label, ctx.resend_unknown, connect=False)
+        self.refused_before_sending: dict[str, int] = {}
+        self.files = 0
+
+    def send_all(self) -> None:
+        """Stream the recipients; a batch is built while the previous one is on the wire."""
+        start_run(self.session)
+        result = self.recipients()
+        self.outbox.open()
+        on_wire: InFlight | None = None  # sending in the sender's threads
+        off_wire: InFlight | None = None  # sent, its outcome not recorded yet
+        try:
+            with result:
+                for rows in _batches(result, BATCH):
+                    built = self.build(rows)  # while the previous batch is on the wire
+                    if on_wire is not None:
+                        off_wire, on_wire = on_wire, None
+                        off_wire.wait()
+                    # the previous batch settled and this one claimed in one transaction: a crash
+                    # leaves at most the batch on the wire of unknown fate
+                    batch, claimed = self.claim(*built, self.settlement(off_wire) if off_wire else None)
+                    off_wire = None
+                    if batch is not None:
+                        on_wire = self.start(batch)
+                    remember(self.session, claimed)  # while the batch goes out
+            if on_wire is not None:
+                off_wire, on_wire = on_wire, None
+                off_wire.wait()
+                self.record(off_wire)
+                off_wire = None
+        finally:
+            for left in (on_wire, off_wire):  # after an error: stop sending, record what went out
+                if left is not None:
+                    self.salvage(left)
+            self.outbox.close()
+        if self.outbox.tally.unknown:
+            _logger().warning("%s/%s: %d message(s) have an unknown fate (a run stopped while sending them): "
+                              "not sent again; `campflow run %s --resend-unknown` sends them again",
+                              self.ctx.operation_code, self.ctx.step_code, self.outbox.tally.unknown,
+                              self.ctx.operation_code)
+
+    def recipients(self) -> Any:
+        """The streamed rows: one per recipient, fixed columns then the field values."""
+        query = RecipientQuery(self.ctx, question_ids(self.session, self.columns), self.functions)
+        statement = query.select_recipients(self.columns)
+        return self.session.execute(statement.execution_options(yield_per=FETCH_ROWS, stream_results=True))
+
+    def build(self, rows: Sequence[Any]) -> tuple[list[tuple], dict[tuple, tuple[Outgoing, str]]]:
+        """One batch's outbox keys (with the reason when a message cannot be sent) and messages."""
+        keys, built = [], {}
+        for row in rows:
+            party_id, party_code, party_name, party_email, contact_id, contact_code, first, last, contact_email = row[:FIXED]
+            if self.functions and contact_id is None:
+                raw, address, error = None, None, self.missing
+            else:
+                raw = contact_email if self.functions else party_email
+                address, error = check_address(raw)
+            if error is None:
+                name = " ".join(filter(None, (first, last))) if self.functions else party_name
+                message_id = (f"<campflow.{self.ctx.operation_code}.{self.ctx.step_code}.{party_id}."
+                              f"{contact_id or 0}@{self.domain}>")
+                try:
+                    data = self.message.build(Recipient(address, name, party_code, message_id, row))
+                except TemplateRefused as exc:
+                    raise CampflowError(f"step {self.ctx.operation_code}/{self.ctx.step_code}: {exc}") from None
+                except Exception as exc:  # a template failing on this party's values: this message fails
+                    error = f"template error: {type(exc).__name__}: {exc}"
+                else:
+                    built[(party_id, contact_id)] = (
+                        Outgoing(address, data, message_filename(party_code, contact_code)), message_id)
+            keys.append((party_id, contact_id, raw.strip() if isinstance(raw, str) else None, error))
+        return keys, built
+
+    def claim(self, keys: list[tuple], built: dict[tuple, tuple[Outgoing, str]],
+              settled: Settlement | None = None) -> tuple[Batch | None, list[int]]:
+        """Claim a built batch in the outbox: what to send (None: nothing), and every outbox id of the batch."""
+        claimed = self.outbox.claim(keys, settled)
+        errors = {(party_id, contact_id): error for party_id, contact_id, _, error in keys if error}
+        for c in claimed:
+            if c.mine and c.state == "failed":  # refused here, before any sending
+                self.count_failure(errors[(c.party_id, c.contact_id)])
+        ids = [c.id for c in claimed]
+        chosen = [(c.id, built[(c.party_id, c.contact_id)]) for c in claimed if c.mine and c.state == "sending"]
+        if not chosen:
+            return None, ids
+        return Batch([id_ for id_, _ in chosen], [item[0] for _, item in chosen],
+                     [item[1] for _, item in chosen]), ids
+
+    def count_failure(self, error: str) -> None:
+        if error == self.missing:
+            key = "no contact with the step's functions"
+        elif error.startswith("invalid address"):
+            key = "invalid address"
+        else:
+            key = error.split(":", 1)[0]
+        self.refused_before_sending[key] = self.refused_before_sending.get(key, 0) + 1
+
+    def start(self, batch: Batch) -> InFlight:
+        results: list[Delivery | None] = [None] * len(batch.ids)
+        stop = threading.Event()
+        try:
+            wait = self.sender.submit(batch.outgoing, results, stop)
+        except BaseException:
+            self.record(InFlight(batch, results, stop, lambda: None))
+            raise
+        return InFlight(batch, results, stop, wait)
+
+    def settlement(self, inflight: InFlight) -> Settlement:
+        """A batch's outcome for the outbox (its .eml copies written first, when asked)."""
+        batch = inflight.batch
+        self.keep_copies(batch.outgoing, inflight.results)
+        return self.outbox.settlement(batch.ids, inflight.results, batch.message_ids)
+
+    def record(self, inflight: InFlight) -> None:
+        """Settle a batch in the outbox now: what was sent, what failed, and what was never tried."""
+        settled = self.settlement(inflight)
+        if settled.params:
+            self.outbox.write(settled)
+
+    def salvage(self, inflight: InFlight) -> None:
+        """After an error elsewhere: stop a batch, wait for the message in hand, record the rest."""
+        inflight.stop.set()
+        try:
+            inflight.wait()
+        except Exception as exc:  # the first error is the one raised
+            log.warning("while stopping after an error: %s", exc)
+        self.record(inflight)
+
+    def keep_copies(self, outgoing: Sequence[Outgoing], results: list[Delivery | None]) -> None:
+        """Write each sent message's .eml for the events, when the operation asks for it."""
+        if self.sender.writes_files:
+            self.files += sum(1 for r in results if r is not None and r.path)
+            return
+        if self.copies_dir is None:
+            return
+        self.copies_dir.mkdir(parents=True, exist_ok=True)
+        for message, delivery in zip(outgoing, results):
+            if delivery is not None and delivery.state == SENT:
+                path = self.copies_dir / message.filename
+                path.write_bytes(message.data)
+                delivery.path = str(path)
+                self.files += 1
+
+    def outputs(self, messages_dir: Path) -> tuple[Path, ...]:
+        if not self.files:
+            return ()
+        folder = self.sender.folder if isinstance(self.sender, FileSender) else messages_dir
+        return (folder,)
+
+    def summary(self, label: str, note: str) -> str:
+        tally = self.outbox.tally
+        verb = "sent through" if not self.sender.writes_files else (
+            "written to" if label.startswith("folder ") else "written through")
+        parts = [f"{tally.sent} message{'s' if tally.sent != 1 else ''} {verb} {label}"]
+        if tally.already_sent:
+            parts.append(f"{tally.already_sent} already sent by an earlier run, not sent again")
+        refused = dict(self.refused_before_sending)
+        for reason, count in tally.reasons.items():
+            refused[reason] = refused.get(reason, 0) + count
+        if refused:
+            parts.append(f"{sum(refused.values())} failed ({', '.join(f'{k}: {v}' for k, v in sorted(refused.items()))})")
+        if tally.deferred:
+            parts.append(f"{tally.deferred} deferred by the server, sent at the next run")
+        if tally.unknown:
+            parts.append(f"{tally.unknown} of unknown fate after an interrupted run, not sent again "
+                         f"(campflow run {self.ctx.operation_code} --resend-unknown sends them)")
+        if note:
+            parts.append(note)
+        return "; ".join(parts)
+
+
+@dataclass
+class Batch:
+    """Claimed messages of one batch: outbox ids, the messages, their Message-IDs."""
+
+    ids: list[int]
+    outgoing: list[Outgoing]
+    message_ids: list[str]
+
+
+@dataclass
+class InFlight:
+    """A batch on the wire: results filled by the sending threads; `wait` raises their error."""
+
+    batch: Batch
+    results: list[Delivery | None]
+    stop: threading.Event
+    wait: Callable[[], None]
+
+
+def _batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(rows)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+for _name in ("emailing", "mass_emailing"):
+    # a server down fails the step task: Prefect retries it, then it fails; nothing is sent twice
+    register(StepKind(name=_name, run=run, automated=True, retries=2, retry_delay_seconds=10))
