@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem, WritableFileSystem
 
 from campflow.errors import CampflowError
+from tasks.registry import in_prefect_run
 
 STORAGE_VARIABLE = "CAMPFLOW_OUTPUT_STORAGE"
 DEFAULT_BLOCK = "campflow-output"
@@ -38,7 +39,7 @@ def output_storage() -> WritableFileSystem | None:
     wanted = os.environ.get(STORAGE_VARIABLE, "").strip()
     if wanted.lower() in LOCAL_ONLY:
         return None
-    if not wanted and not _in_prefect_run():
+    if not wanted and not in_prefect_run():
         return None  # no API to ask without starting a server just for this
     name = wanted or DEFAULT_BLOCK
     slugs = [name] if "/" in name else [f"{kind}/{name}" for kind in FILESYSTEM_TYPES]
@@ -54,11 +55,6 @@ def output_storage() -> WritableFileSystem | None:
                             f"(looked for {', '.join(slugs)}); save one, or set it to 'local'")
     return None
 
-
-def _in_prefect_run() -> bool:
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
 def _load(slug: str) -> WritableFileSystem | None:

@@ -8,8 +8,9 @@ contact) with a value per field, each other table joined once, streamed by the c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import ColumnElement, FromClause, Integer, and_, case, column, func, insert, join
@@ -240,3 +241,10 @@ def _field(fields: Any, ref: FieldRef, standard: Any) -> ColumnElement[Any]:
     return fields[ref.key].astext if ref.custom else standard
 
 
+
+
+def batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """The rows in lists of `size` (the last one shorter), read as they come."""
+    iterator = iter(rows)
+    while batch := list(islice(iterator, size)):
+        yield batch

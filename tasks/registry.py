@@ -68,3 +68,10 @@ def step_kind(name: str) -> StepKind:
         return REGISTRY[name]
     except KeyError:
         raise KeyError(f"no step kind {name!r}; registered: {', '.join(sorted(REGISTRY))}") from None
+
+
+def in_prefect_run() -> bool:
+    """Whether the caller runs inside a Prefect flow or task run (blocks can then be loaded)."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None

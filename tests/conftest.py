@@ -97,6 +97,16 @@ def cli(capsys, monkeypatch):
     return run
 
 
+def load_files(cli, folder: Path, parties: str, contacts: str, spec: str) -> None:
+    """Write a party file, a contact file and a spec into `folder`, then import and apply them."""
+    for name, content in (("parties.csv", parties), ("contacts.csv", contacts), ("op.yaml", spec)):
+        (folder / name).write_text(content, encoding="utf-8")
+    for args in (("parties", "import", folder / "parties.csv"), ("contacts", "import", folder / "contacts.csv"),
+                 ("apply", folder / "op.yaml")):
+        result = cli(*args)
+        assert result.code == 0, result.err
+
+
 @pytest.fixture
 def examples_applied(database, cli):
     """The example specs applied."""

@@ -18,7 +18,6 @@ from blocks.channels import (
     Outgoing,
     RateLimit,
     SmtpChannel,
-    close_connections,
     load_channel,
 )
 from tests.conftest import free_port

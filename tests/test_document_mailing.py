@@ -22,7 +22,7 @@ from tasks.kinds import document_mailing
 from tasks.kinds.document_mailing import MergePlan, file_name, write_documents
 from tasks.registry import StepContext, step_kind
 from tasks.wordmerge import TemplateError, WordTemplate, map_fields, merge_document, template_fields
-from tests.conftest import EXAMPLES, rows, scalar
+from tests.conftest import EXAMPLES, load_files, rows, scalar
 
 WORD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "word"
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
@@ -116,11 +116,7 @@ def templates(folder: Path) -> Path:
 def operation(database, cli, tmp_path):
     """Four parties, three contacts (P001's targeted one is C2), every step holding them all."""
     templates(tmp_path)
-    for name, content in (("parties.csv", PARTIES), ("contacts.csv", CONTACTS), ("op.yaml", SPECS)):
-        (tmp_path / name).write_text(content, encoding="utf-8")
-    run_cli(cli, "parties", "import", tmp_path / "parties.csv")
-    run_cli(cli, "contacts", "import", tmp_path / "contacts.csv")
-    run_cli(cli, "apply", tmp_path / "op.yaml")
+    load_files(cli, tmp_path, PARTIES, CONTACTS, SPECS)
     with db.engine().begin() as conn:
         conn.exec_driver_sql("""
             insert into operation_target (operation_id, party_id) select o.id, p.id from operation o, party p;

@@ -22,7 +22,7 @@ from tasks.kinds.label_mailing import (
     write_docx,
 )
 from tasks.registry import StepContext, step_kind
-from tests.conftest import rows, scalar
+from tests.conftest import load_files, rows, scalar
 
 PARTIES = """FICHE;TIERS;NOM;ADRESSE;CP;VILLE;PAYS
 PRO;P001;Boulangerie Lefèvre;12 rue de l'Église;69001;Lyon;FR
@@ -74,11 +74,7 @@ def run_cli(cli, *args):
 @pytest.fixture
 def operation(database, cli, tmp_path):
     """Four parties; P001's targeted contact is C2; C001 has two contacts, none targeted."""
-    for name, content in (("parties.csv", PARTIES), ("contacts.csv", CONTACTS), ("op.yaml", SPECS)):
-        (tmp_path / name).write_text(content, encoding="utf-8")
-    run_cli(cli, "parties", "import", tmp_path / "parties.csv")
-    run_cli(cli, "contacts", "import", tmp_path / "contacts.csv")
-    run_cli(cli, "apply", tmp_path / "op.yaml")
+    load_files(cli, tmp_path, PARTIES, CONTACTS, SPECS)
     with db.engine().begin() as conn:
         conn.exec_driver_sql("""
             insert into operation_target (operation_id, party_id) select o.id, p.id from operation o, party p;

@@ -11,7 +11,7 @@ from campflow import db
 from campflow.errors import SpecError
 from tasks.kinds import spreadsheet_export
 from tasks.registry import StepContext, step_kind
-from tests.conftest import rows, scalar
+from tests.conftest import load_files, rows, scalar
 
 PARTIES = """FICHE;TIERS;NOM;VILLE;SECTEUR;STAT(2)
 PRO;P001;Boulangerie Lefèvre;Paris;Commerce;A
@@ -51,19 +51,10 @@ HEADER = ("PCFIDX.TIERS", "CLI.NOM", "PRO.NOM", "VILLE", "party.stat(2)", "SECTE
           "operation.progress", "step.code", "target.status", "target.attempts")
 
 
-def run_cli(cli, *args):
-    result = cli(*args)
-    assert result.code == 0, result.err
-
-
 @pytest.fixture
 def operation(database, cli, tmp_path):
     """Four parties (two with contacts), the operation, and its EXPORT step's targets."""
-    for name, content in (("parties.csv", PARTIES), ("contacts.csv", CONTACTS), ("op.yaml", SPECS)):
-        (tmp_path / name).write_text(content, encoding="utf-8")
-    run_cli(cli, "parties", "import", tmp_path / "parties.csv")
-    run_cli(cli, "contacts", "import", tmp_path / "contacts.csv")
-    run_cli(cli, "apply", tmp_path / "op.yaml")
+    load_files(cli, tmp_path, PARTIES, CONTACTS, SPECS)
     with db.engine().begin() as conn:
         conn.exec_driver_sql("""
             insert into operation_target (operation_id, party_id)

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,8 @@ from campflow.errors import CampflowError
 from models import Contact, Operation, OperationTargetContact, Party
 from tasks.mail import MessageTemplate, Recipient, TemplateRefused, check_address, compile_message, message_filename
 from tasks.outbox import OutboxWriter, Settlement, remember, settle_statuses, start_run
-from tasks.records import CLAIMED, FieldColumn, RecordQuery, claim_parties, question_ids, resolve_fields
-from tasks.registry import StepContext, StepKind, StepOutcome, register
+from tasks.records import CLAIMED, FieldColumn, RecordQuery, batches, claim_parties, question_ids, resolve_fields
+from tasks.registry import StepContext, StepKind, StepOutcome, in_prefect_run, register
 
 BATCH = 500  # messages claimed, sent and settled together
 FETCH_ROWS = 2_000  # rows per round trip of the server-side cursor
@@ -106,7 +105,7 @@ def render_all(session: Session, ctx: StepContext, sender: str = "campflow <camp
     step_run = StepRun(session, ctx, message, columns, functions, FileSender(ctx.output_dir, "preview"), sender, None)
     messages: list[Outgoing] = []
     with step_run.recipients() as result:
-        for rows in _batches(result, BATCH):
+        for rows in batches(result, BATCH):
             _, built = step_run.build(rows)
             messages += [outgoing for outgoing, _ in built.values()]
     return messages
@@ -134,21 +133,16 @@ def choose_channel(ctx: StepContext, email: dict[str, Any], place: str) -> tuple
                                 f"{named} …` saves one")
         return found, ""
     default = DEFAULT_CHANNELS.get(ctx.kind, "emailing")
-    found = load_channel(default) if _in_prefect_run() else None
+    found = load_channel(default) if in_prefect_run() else None
     if found is not None:
         return found, ""
     return FileChannel(), (f"no channel block '{default}': messages written as .eml files, not sent "
                            f"(`campflow channels add-smtp {default} …` to send them)")
 
 
-def _in_prefect_run() -> bool:
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
-
 
 def _logger() -> Any:
-    if _in_prefect_run():
+    if in_prefect_run():
         from prefect import get_run_logger
 
         return get_run_logger()
@@ -237,7 +231,7 @@ class StepRun:
         off_wire: InFlight | None = None  # sent, its outcome not recorded yet
         try:
             with result:
-                for rows in _batches(result, BATCH):
+                for rows in batches(result, BATCH):
                     built = self.build(rows)  # while the previous batch is on the wire
                     if on_wire is not None:
                         off_wire, on_wire = on_wire, None
@@ -413,11 +407,6 @@ class InFlight:
     stop: threading.Event
     wait: Callable[[], None]
 
-
-def _batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(rows)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 for _name in ("emailing", "mass_emailing"):

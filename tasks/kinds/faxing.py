@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
-from itertools import islice
 from typing import Any
 
 import phonenumbers
@@ -29,7 +28,7 @@ from flows.fields import FieldRef
 from tasks.kinds.document_mailing import MergePlan, plan_merge
 from tasks.mail import message_filename, sender_header
 from tasks.outbox import OutboxWriter, remember, settle_statuses, start_run
-from tasks.records import FieldColumn, RecordQuery, claim_parties, question_ids
+from tasks.records import FieldColumn, RecordQuery, batches, claim_parties, question_ids
 from tasks.registry import StepContext, StepKind, StepOutcome, register
 from tasks.wordmerge import merge_document
 
@@ -77,7 +76,7 @@ def run(session: Session, ctx: StepContext) -> StepOutcome:
         query = RecordQuery(ctx, question_ids(session, plan.columns)).select((*FIXED, *plan.columns))
         result = session.execute(query.execution_options(yield_per=FETCH_ROWS, stream_results=True))
         with result:
-            for rows in _batches(result, BATCH):
+            for rows in batches(result, BATCH):
                 faxes.send(session, rows, outbox, sender)
     except ChannelError as exc:
         raise CampflowError(f"{place}: {exc}; the parties stay to_process and the step is retried") from None
@@ -169,11 +168,6 @@ class FaxRun:
                                subtype=DOCX_TYPE[1], filename=f"{ctx.operation_code}-{ctx.step_code}-{code}.docx")
         return message.as_bytes()
 
-
-def _batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(rows)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 register(StepKind(name="faxing", run=run, automated=True, retries=2, retry_delay_seconds=10))
