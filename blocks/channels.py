@@ -56,6 +56,16 @@ def sender_address(sender: str) -> str:
     return address
 
 
+def _valid_sender(value: str) -> str:
+    """A channel's sender is an address, display name allowed (pydantic field validator)."""
+    sender_address(value)
+    return value
+
+
+def _saved_name(block: Block) -> str:
+    return block._block_document_name or "(unsaved)"
+
+
 class SmtpChannel(Block):
     """Messages sent through an SMTP server (relay, submission server, e-mail service)."""
 
@@ -71,15 +81,8 @@ class SmtpChannel(Block):
                                "(all steps of a worker process together); empty: as fast as the server takes them.")
     timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for the server before giving up.")
 
-    @field_validator("sender")
-    @classmethod
-    def _check_sender(cls, value: str) -> str:
-        sender_address(value)
-        return value
-
-    @property
-    def name(self) -> str:
-        return self._block_document_name or "(unsaved)"
+    _check_sender = field_validator("sender")(_valid_sender)
+    name = property(_saved_name)
 
     def server(self) -> tuple[str, int, SMTPType]:
         """Host, port and security of the server."""
@@ -135,15 +138,8 @@ class FileChannel(Block):
                                "output folder (…/<operation>/<run>/messages).")
     sender: str = Field(default="campflow <campflow@localhost>", description="The From of every message.")
 
-    @field_validator("sender")
-    @classmethod
-    def _check_sender(cls, value: str) -> str:
-        sender_address(value)
-        return value
-
-    @property
-    def name(self) -> str:
-        return self._block_document_name or "(unsaved)"
+    _check_sender = field_validator("sender")(_valid_sender)
+    name = property(_saved_name)
 
     def label(self, default_folder: Path | None = None) -> str:
         if self._block_document_name is None:  # the fallback when no channel is saved

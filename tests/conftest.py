@@ -107,6 +107,21 @@ def load_files(cli, folder: Path, parties: str, contacts: str, spec: str) -> Non
         assert result.code == 0, result.err
 
 
+def target_everyone(contact: tuple[str, str] | None = None) -> None:
+    """Every party targeted by every operation and in every step; `contact` (party code,
+    contact code) also targeted."""
+    with db.engine().begin() as conn:
+        conn.exec_driver_sql("""
+            insert into operation_target (operation_id, party_id) select o.id, p.id from operation o, party p;
+            insert into step_target (step_id, party_id, operation_id)
+            select s.id, p.id, s.operation_id from step s, party p""")
+        if contact:
+            conn.execute(text("""
+                insert into operation_target_contact (operation_id, contact_id, party_id)
+                select o.id, c.id, c.party_id from operation o, contact c join party p on p.id = c.party_id
+                where p.code = :party and c.code = :contact"""), {"party": contact[0], "contact": contact[1]})
+
+
 @pytest.fixture
 def examples_applied(database, cli):
     """The example specs applied."""

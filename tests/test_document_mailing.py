@@ -22,7 +22,7 @@ from tasks.kinds import document_mailing
 from tasks.kinds.document_mailing import MergePlan, file_name, write_documents
 from tasks.registry import StepContext, step_kind
 from tasks.wordmerge import TemplateError, WordTemplate, map_fields, merge_document, template_fields
-from tests.conftest import EXAMPLES, load_files, rows, scalar
+from tests.conftest import EXAMPLES, load_files, rows, scalar, target_everyone
 
 WORD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "word"
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
@@ -117,14 +117,7 @@ def operation(database, cli, tmp_path):
     """Four parties, three contacts (P001's targeted one is C2), every step holding them all."""
     templates(tmp_path)
     load_files(cli, tmp_path, PARTIES, CONTACTS, SPECS)
-    with db.engine().begin() as conn:
-        conn.exec_driver_sql("""
-            insert into operation_target (operation_id, party_id) select o.id, p.id from operation o, party p;
-            insert into step_target (step_id, party_id, operation_id)
-            select s.id, p.id, s.operation_id from step s, party p;
-            insert into operation_target_contact (operation_id, contact_id, party_id)
-            select o.id, c.id, c.party_id from operation o, contact c join party p on p.id = c.party_id
-            where p.code = 'P001' and c.code = 'C2';""")
+    target_everyone(("P001", "C2"))
     return tmp_path
 
 

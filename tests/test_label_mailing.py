@@ -22,7 +22,7 @@ from tasks.kinds.label_mailing import (
     write_docx,
 )
 from tasks.registry import StepContext, step_kind
-from tests.conftest import load_files, rows, scalar
+from tests.conftest import load_files, rows, scalar, target_everyone
 
 PARTIES = """FICHE;TIERS;NOM;ADRESSE;CP;VILLE;PAYS
 PRO;P001;Boulangerie Lefèvre;12 rue de l'Église;69001;Lyon;FR
@@ -75,14 +75,9 @@ def run_cli(cli, *args):
 def operation(database, cli, tmp_path):
     """Four parties; P001's targeted contact is C2; C001 has two contacts, none targeted."""
     load_files(cli, tmp_path, PARTIES, CONTACTS, SPECS)
+    target_everyone(("P001", "C2"))
     with db.engine().begin() as conn:
         conn.exec_driver_sql("""
-            insert into operation_target (operation_id, party_id) select o.id, p.id from operation o, party p;
-            insert into step_target (step_id, party_id, operation_id)
-            select s.id, p.id, s.operation_id from step s, party p;
-            insert into operation_target_contact (operation_id, contact_id, party_id)
-            select o.id, c.id, c.party_id from operation o, contact c join party p on p.id = c.party_id
-            where p.code = 'P001' and c.code = 'C2';
             insert into step_target_contact (step_id, contact_id, party_id)
             select s.id, otc.contact_id, otc.party_id from step s, operation_target_contact otc;""")
     return tmp_path
