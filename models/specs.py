@@ -7,12 +7,12 @@ documents or the database (unknown steps, questions, fields, cycles…).
 from __future__ import annotations
 
 import datetime as dt
-import re
 import zoneinfo
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.cadence import cadence_rules
 from models.base import BUILTIN_TARGET_STATUSES, PARTY_KINDS
 
 CODE_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -29,8 +29,6 @@ StepKind = Literal[
     "emailing", "mass_emailing", "document_mailing", "label_mailing", "faxing",
     "phoning", "phoning_contact", "spreadsheet_export", "other",
 ]
-CADENCE_WORDS = ("hourly", "daily", "weekly", "monthly")
-_CRON = re.compile(r"^\s*(\S+\s+){4}\S+\s*$")
 
 
 class Strict(BaseModel):
@@ -191,9 +189,9 @@ class OperationSpec(Strict):
     @field_validator("cadence")
     @classmethod
     def _cadence(cls, value: str | None) -> str | None:
-        if value is None or value in CADENCE_WORDS or _is_cron(value):
-            return value
-        raise ValueError(f"cadence must be one of {', '.join(CADENCE_WORDS)} or a cron line; got {value!r}")
+        if value is not None:
+            cadence_rules(value)  # raises ValueError naming the token and the fix
+        return value
 
     @model_validator(mode="after")
     def _dates(self) -> OperationSpec:
@@ -201,14 +199,6 @@ class OperationSpec(Strict):
             raise ValueError(f"ends_at {self.ends_at:%Y-%m-%d %H:%M} is before starts_at "
                              f"{self.starts_at:%Y-%m-%d %H:%M}")
         return self
-
-
-def _is_cron(value: str) -> bool:
-    if not _CRON.match(value):
-        return False
-    from croniter import croniter  # a dependency of prefect
-
-    return croniter.is_valid(value)
 
 
 class QuestionSpec(Strict):
