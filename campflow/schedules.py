@@ -139,27 +139,24 @@ def api_url() -> str:
 def sync(codes: Sequence[str] | None = None, *, deployment: str = DEPLOYMENT,
          now: dt.datetime | None = None, check_only: bool = False) -> list[Change]:
     """Make the deployment's operation schedules match the database (all, or only `codes`)."""
-    import anyio
-
     wanted = wanted_schedules(codes, now)
-    return anyio.run(_sync, wanted, codes, deployment, check_only)
+    return _sync(wanted, codes, deployment, check_only)
 
 
-async def _sync(wanted: list[Wanted], codes: Sequence[str] | None, deployment: str,
-                check_only: bool) -> list[Change]:
+def _sync(wanted: list[Wanted], codes: Sequence[str] | None, deployment: str, check_only: bool) -> list[Change]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentScheduleUpdate, DeploymentUpdate
     from prefect.client.schemas.schedules import RRuleSchedule
     from prefect.exceptions import ObjectNotFound
 
     url = api_url()
-    async with _client(get_client, url) as client:
-        problem = await client.api_healthcheck()
+    with _client(get_client, url) as client:
+        problem = client.api_healthcheck()
         if problem is not None:
             raise CampflowError(f"the Prefect server at {url} is unreachable ({_short(problem)}); start it "
                                 "with `campflow server` or set PREFECT_API_URL; no schedule was changed")
         try:
-            found = await client.read_deployment_by_name(deployment)
+            found = client.read_deployment_by_name(deployment)
         except ObjectNotFound:
             raise CampflowError(f"the Prefect server at {url} has no deployment {deployment}; create it with "
                                 "`prefect deploy --all` or `campflow serve`; no schedule was changed") from None
@@ -177,7 +174,7 @@ async def _sync(wanted: list[Wanted], codes: Sequence[str] | None, deployment: s
         fresh = [DeploymentScheduleUpdate(schedule=RRuleSchedule(rrule=w.rrule, timezone=w.timezone),
                                           active=True, parameters=w.parameters, slug=w.slug)
                  for w in by_slug.values()]
-        await client.update_deployment(found.id, DeploymentUpdate(schedules=kept + fresh))
+        client.update_deployment(found.id, DeploymentUpdate(schedules=kept + fresh))
     return changes
 
 
@@ -185,9 +182,9 @@ def _client(get_client, url: str):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     if PREFECT_API_URL.value():
-        return get_client()
+        return get_client(sync_client=True)
     with temporary_settings(updates={PREFECT_API_URL: url}):
-        return get_client()
+        return get_client(sync_client=True)
 
 
 def _short(problem: BaseException) -> str:
@@ -199,3 +196,25 @@ def configured() -> bool:
     from prefect.settings import PREFECT_API_URL
 
     return bool(PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL"))
+
+
+def after_apply(codes: Sequence[str], *, inside_flow: bool = False) -> list[tuple[str, str]]:
+    """What applying these operations means for their schedules, as (level, message) lines.
+
+    An operation whose end is already past gets no schedule and a warning. When a Prefect
+    server is configured (or inside a flow run), the operations' schedules are synced; a server
+    that cannot be reached leaves the schedules unchanged, with a warning saying what to run.
+    """
+    if not codes:
+        return []
+    wanted = wanted_schedules(codes)
+    lines = [("warning", f"{w.operation} {w.reason}: no schedule; change ends_at to run it on a schedule")
+             for w in wanted if w.reason.startswith("ended")]
+    if not (inside_flow or configured()):
+        return lines
+    try:
+        changes = sync(codes)
+    except CampflowError as exc:
+        return lines + [("warning", f"schedules not synced: {exc}; run `campflow schedules sync` later")]
+    return lines + [("info", f"{c.operation}: schedule {c.action} ({c.detail})")
+                    for c in changes if c.action not in ("unchanged", "none")]

@@ -11,6 +11,7 @@ from campflow.cli import channels as channel_commands
 from campflow.cli import fax as fax_commands
 from campflow.cli import phoning as phoning_commands
 from campflow.cli import run as run_commands
+from campflow.cli import servers
 from campflow.cli.common import err_console
 from campflow.errors import CampflowError
 
@@ -30,6 +31,7 @@ run_commands.register(app)
 phoning_commands.register(app)
 channel_commands.register(app)
 fax_commands.register(app)
+servers.register(app)
 
 
 def main() -> None:

@@ -76,6 +76,12 @@ def apply(
         console.print(f"[{colour}]{r.outcome:9}[/] {r.kind} {escape(r.code)}  [dim]{escape(r.place)}[/]")
     if check:
         console.print(f"{len(results)} document(s) valid; nothing written (--check)")
+        return
+    from campflow.schedules import after_apply
+
+    for level, line in after_apply([r.code for r in results if r.kind == "Operation"]):
+        (err_console if level == "warning" else console).print(
+            f"[yellow]warning:[/] {escape(line)}" if level == "warning" else escape(line))
 
 
 def export(

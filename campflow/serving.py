@@ -1,0 +1,145 @@
+"""The Prefect side of a campflow installation: its server, its deployments, its workers.
+
+Three setups share these pieces:
+- one laptop: `campflow server` and `campflow serve` (the deployments' flows run in that process);
+- one server: the same two as services, the UI on 127.0.0.1:4200;
+- several machines: `campflow deploy` once (prefect.yaml on the `campflow` process work pool),
+  then `campflow worker` on each machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from campflow import db
+from campflow.errors import CampflowError
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+WORK_POOL = "campflow"
+DEPLOYMENT_NAME = "campflow"
+SYNC_EVERY_SECONDS = 900  # sync-schedules also runs on its own, to repair what a redeploy reset
+PREFECT_DATABASE = "prefect"
+
+
+def prefect_bin() -> str:
+    return str(Path(sys.executable).with_name("prefect"))
+
+
+def prefect_database_url(name: str = PREFECT_DATABASE) -> str:
+    """The Prefect server's own database: `name` beside campflow's, or SQLite when embedded.
+
+    The embedded PostgreSQL (pgserver) lacks the `pg_trgm` extension the Prefect server needs,
+    so with no CAMPFLOW_DATABASE_URL the server keeps its state in SQLite under $CAMPFLOW_HOME.
+    """
+    if not os.environ.get("CAMPFLOW_DATABASE_URL"):
+        home = db.campflow_home()
+        home.mkdir(parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+    campflow_url = make_url(db.database_url())
+    ensure_database(campflow_url.render_as_string(hide_password=False), name)
+    return campflow_url.set(drivername="postgresql+asyncpg", database=name, query={}).render_as_string(
+        hide_password=False)
+
+
+def ensure_database(url: str, name: str) -> None:
+    """Create database `name` on campflow's PostgreSQL server if missing, with `pg_trgm` in it."""
+    try:
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            if not conn.scalar(text("select 1 from pg_database where datname = :n"), {"n": name}):
+                conn.execute(text(f'create database "{_identifier(name)}"'))
+        admin.dispose()
+        prefect_db = create_engine(make_url(url).set(database=name), isolation_level="AUTOCOMMIT")
+        with prefect_db.connect() as conn:
+            conn.execute(text("create extension if not exists pg_trgm"))
+        prefect_db.dispose()
+    except Exception as exc:  # noqa: BLE001 - any driver error becomes one clear message
+        shown = make_url(url).render_as_string(hide_password=True)
+        raise CampflowError(f"cannot prepare the Prefect database {name!r} on {shown}: "
+                            f"{str(exc).splitlines()[0]}") from None
+
+
+def _identifier(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise CampflowError(f"database name {name!r} must be letters, digits and _")
+    return name
+
+
+def server_env(host: str, port: int, database: str = PREFECT_DATABASE) -> dict[str, str]:
+    """The environment `prefect server start` needs for campflow's setup."""
+    env = dict(os.environ)
+    env.update(
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=prefect_database_url(database),
+        PREFECT_SERVER_API_HOST=host,
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_UI_API_URL=f"http://{host}:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
+    )
+    env.pop("PREFECT_API_URL", None)  # the server must not talk to another one
+    return env
+
+
+def worker_env() -> dict[str, str]:
+    """The environment for workers and deploys: the project directory and the API URL."""
+    from campflow.schedules import api_url
+
+    env = dict(os.environ)
+    env.setdefault("CAMPFLOW_PROJECT_DIR", str(PROJECT_DIR))
+    env["PREFECT_API_URL"] = api_url()
+    return env
+
+
+def deployments() -> list[Any]:
+    """The five deployments `campflow serve` runs in one process (same names as prefect.yaml)."""
+    from flows.apply_specs import apply_specs
+    from flows.import_answers import import_answers
+    from flows.import_targets import import_targets
+    from flows.run_operation import run_operation
+    from flows.sync_schedules import sync_schedules
+
+    plain = [flow.to_deployment(name=DEPLOYMENT_NAME, tags=["campflow"])
+             for flow in (run_operation, apply_specs, import_targets, import_answers)]
+    return plain + [sync_schedules.to_deployment(name=DEPLOYMENT_NAME, tags=["campflow"],
+                                                 interval=SYNC_EVERY_SECONDS)]
+
+
+def serve(limit: int | None = None, on_ready: Callable[[str, list[Any]], None] | None = None) -> None:
+    """Register the deployments, sync the operations' schedules, then run what they schedule."""
+    import asyncio
+
+    from prefect.runner import Runner
+
+    from campflow.schedules import api_url, sync
+
+    url = api_url()
+    _check_reachable(url)
+    os.environ["PREFECT_API_URL"] = url
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        runner = Runner(name="campflow-serve", pause_on_shutdown=False, limit=limit)
+        for deployment in deployments():
+            runner.add_deployment(deployment)  # registering resets its schedules, so sync after
+        changes = sync()
+        if on_ready:
+            on_ready(url, changes)
+        asyncio.run(runner.start())
+
+
+def _check_reachable(url: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+    if problem is not None:
+        raise CampflowError(f"the Prefect server at {url} is unreachable; start it with `campflow server` "
+                            "or set PREFECT_API_URL")
