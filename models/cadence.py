@@ -32,7 +32,7 @@ def cadence_rules(cadence: str) -> list[str]:
         return [CADENCE_RULES[word]]
     fields = word.split()
     if len(fields) != 5:
-        raise ValueError(f"cadence must be one of {', '.join(CADENCE_WORDS)} or a cron line "
+        raise ValueError(f"must be one of {', '.join(CADENCE_WORDS)} or a cron line "
                          f"(minute hour day month weekday); got {cadence!r}")
     day, weekday = fields[2].upper(), fields[4].upper()
     unbounded = [t for t in (day, weekday) if "?" in t]
