@@ -6,9 +6,10 @@ changes). The schedules live on one deployment (`run-operation/campflow`), each 
 slug `operation-<CODE>` and the parameters `{operation: CODE, scheduled: true}`, so one served
 process or one worker pool runs them all and `campflow schedules list` reads them in one place.
 
-`sync()` makes Prefect match the database. It reads everything first, then writes every
-schedule of the deployment in one request: the server replaces them in one transaction, so an
-unreachable or failing server leaves the schedules as they were, never half-synced.
+`sync()` makes Prefect match the database. It reads the database and the deployment first, so
+an unreachable server or a missing deployment changes nothing; then it creates the new schedules
+in one request, updates the changed ones in place and deletes the others. It is idempotent: an
+unchanged schedule is not written, and a sync cut short is finished by the next one.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def sync(codes: Sequence[str] | None = None, *, deployment: str = DEPLOYMENT,
 
 def _sync(wanted: list[Wanted], codes: Sequence[str] | None, deployment: str, check_only: bool) -> list[Change]:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import DeploymentScheduleUpdate, DeploymentUpdate
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.client.schemas.schedules import RRuleSchedule
     from prefect.exceptions import ObjectNotFound
 
@@ -167,14 +168,20 @@ def _sync(wanted: list[Wanted], codes: Sequence[str] | None, deployment: str, ch
         if check_only or all(c.action in ("unchanged", "none") for c in changes):
             return changes
         by_slug = {w.slug: w for w in wanted if w.rrule}
-        removed = {slug_of(c.operation) for c in changes if c.action == "removed"}
-        kept = [DeploymentScheduleUpdate(schedule=s.schedule, active=s.active, parameters=s.parameters,
-                                         slug=s.slug)
-                for s in found.schedules if s.slug not in by_slug and s.slug not in removed]
-        fresh = [DeploymentScheduleUpdate(schedule=RRuleSchedule(rrule=w.rrule, timezone=w.timezone),
-                                          active=True, parameters=w.parameters, slug=w.slug)
-                 for w in by_slug.values()]
-        client.update_deployment(found.id, DeploymentUpdate(schedules=kept + fresh))
+        ids = {s.slug: s.id for s in found.schedules}
+        fresh = [by_slug[slug_of(c.operation)] for c in changes if c.action == "created"]
+        if fresh:  # one request: all created or none
+            client.create_deployment_schedules(found.id, [DeploymentScheduleCreate(
+                schedule=RRuleSchedule(rrule=w.rrule, timezone=w.timezone), active=True, parameters=w.parameters,
+                slug=w.slug) for w in fresh])
+        for change in changes:
+            slug = slug_of(change.operation)
+            if change.action == "updated":
+                want = by_slug[slug]
+                client.update_deployment_schedule(found.id, ids[slug], active=True, parameters=want.parameters,
+                                                  schedule=RRuleSchedule(rrule=want.rrule, timezone=want.timezone))
+            elif change.action == "removed":
+                client.delete_deployment_schedule(found.id, ids[slug])  # its scheduled runs go with it
     return changes
 
 
@@ -192,10 +199,13 @@ def _short(problem: BaseException) -> str:
 
 
 def configured() -> bool:
-    """Whether a Prefect server is configured (apply then syncs the operations it wrote)."""
+    """Whether the user pointed campflow at a Prefect server (environment or Prefect profile);
+    then `campflow apply` syncs the schedules of the operations it wrote."""
+    from prefect.context import get_settings_context
     from prefect.settings import PREFECT_API_URL
 
-    return bool(PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL"))
+    profile = get_settings_context().profile.settings
+    return bool(os.environ.get("PREFECT_API_URL") or profile.get(PREFECT_API_URL))
 
 
 def after_apply(codes: Sequence[str], *, inside_flow: bool = False) -> list[tuple[str, str]]:

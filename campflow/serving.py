@@ -99,6 +99,8 @@ def worker_env() -> dict[str, str]:
 
 def deployments() -> list[Any]:
     """The five deployments `campflow serve` runs in one process (same names as prefect.yaml)."""
+    from prefect.schedules import Interval
+
     from flows.apply_specs import apply_specs
     from flows.import_answers import import_answers
     from flows.import_targets import import_targets
@@ -107,8 +109,8 @@ def deployments() -> list[Any]:
 
     plain = [flow.to_deployment(name=DEPLOYMENT_NAME, tags=["campflow"])
              for flow in (run_operation, apply_specs, import_targets, import_answers)]
-    return plain + [sync_schedules.to_deployment(name=DEPLOYMENT_NAME, tags=["campflow"],
-                                                 interval=SYNC_EVERY_SECONDS)]
+    every = Interval(SYNC_EVERY_SECONDS, slug="campflow-sync")
+    return plain + [sync_schedules.to_deployment(name=DEPLOYMENT_NAME, tags=["campflow"], schedules=[every])]
 
 
 def serve(limit: int | None = None, on_ready: Callable[[str, list[Any]], None] | None = None) -> None:

@@ -218,7 +218,8 @@ def _run_steps(plan: OperationPlan, operation: str, only: list[str] | None, dry_
         if only and step.code not in only:
             continue
         kind = step_kind(step.kind)
-        options = run_step.with_options(name=f"{step.code} {step.kind}", tags=[operation, step.kind],
+        name = f"{step.code} {step.kind}"
+        options = run_step.with_options(name=name, task_run_name=name, tags=[operation, step.kind],
                                         retries=kind.retries, retry_delay_seconds=kind.retry_delay_seconds)
         futures[step.code] = options.submit(operation, step.code, step.kind, dry_run, scheduled, resend_unknown,
                                             wait_for=[futures[s] for s in step.sources if s in futures])
