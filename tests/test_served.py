@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -327,3 +328,47 @@ def _runs(flow_run_id):
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     return FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
+
+
+class TestBrowser:
+    """The Prefect UI in Debian's Chromium (headless), as an operator uses it."""
+
+    def test_the_ui_shows_steps_and_funnel_and_its_retry_finishes_the_operation(self, on_server, cli, tmp_path,
+                                                                                 smtp_on):
+        from tests import browser
+
+        port = failing_operation(cli, tmp_path, "UI-RETRY", "ui-smtp")
+        try:
+            failed = final_state(on_server, start_deployment_run("UI-RETRY").id)
+            assert failed.state.type.value == "FAILED"
+            with browser.launch() as page:
+                browser.open_flow_run(page, on_server.url, failed.id)
+                assert browser.flow_run_state(page) == "Failed"
+                assert browser.graph_visible(page)
+                browser.shot(page, SCREENSHOTS / "1-failed-run.png")
+                assert sorted(browser.task_run_names(page)) == ["S1 spreadsheet_export", "S2 emailing"]
+                browser.shot(page, SCREENSHOTS / "2-task-runs.png")
+                assert "ui-retry-funnel" in browser.open_artifacts(page)
+                funnel = browser.artifact_text(page, "ui-retry-funnel")
+                assert "S1" in funnel and "S2" in funnel and "Failed" in funnel
+                browser.shot(page, SCREENSHOTS / "3-funnel.png")
+
+                sink = smtp_on(port)  # the cause fixed, the operator clicks Retry
+                browser.open_flow_run(page, on_server.url, failed.id)
+                request = browser.retry(page)
+                assert (request["method"], request["path"], request["result"]) == (
+                    "POST", f"/api/flow_runs/{failed.id}/set_state", "ACCEPT")
+                assert request["body"]["state"]["name"] == "AwaitingRetry"
+
+                retried = final_state(on_server, failed.id)
+                assert retried.state.type.value == "COMPLETED", retried.state.message
+                browser.open_flow_run(page, on_server.url, failed.id)
+                assert browser.flow_run_state(page) == "Completed"
+                browser.shot(page, SCREENSHOTS / "4-retried-run.png")
+            assert len(sink.received) == 3
+            assert counts("UI-RETRY") == {"EXPORT": 3, "EMAIL_INVIT": 3}
+        finally:
+            delete_channel("ui-smtp")
