@@ -92,6 +92,16 @@ def operation_schedules(deployment: str = "run-operation/campflow"):
     return {s.slug: s for s in found.schedules}
 
 
+def scheduled_runs(code: str) -> list:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=["SCHEDULED"]))), limit=200)
+    return [r for r in found if r.parameters.get("operation") == code]
+
+
 def local(moment: dt.datetime) -> str:
     return moment.astimezone(PARIS).strftime("%Y-%m-%dT%H:%M")
 
@@ -141,9 +151,14 @@ class TestSync:
         assert updated.schedule.rrule == ("DTSTART:20270104T090000\nRRULE:FREQ=DAILY;BYMINUTE=0;BYHOUR=10;"
                                           "BYSECOND=0;BYDAY=MO,TU,WE,TH,FR;UNTIL=20270129T180000")
 
+        assert wait_for(lambda: scheduled_runs("FAIR"), 60, "the scheduler to plan FAIR's runs")
+        assert min(r.expected_start_time for r in scheduled_runs("FAIR")) == dt.datetime(2027, 1, 4, 10, 0,
+                                                                                          tzinfo=PARIS)
+
         finished = apply(cli, tmp_path, spec.replace("in_preparation", "finished"))
         assert "FAIR: schedule removed (state finished)" in finished.out
         assert "operation-FAIR" not in operation_schedules()
+        assert scheduled_runs("FAIR") == []  # its planned runs went with it
 
     def test_a_full_sync_removes_deleted_operations_and_keeps_other_schedules(self, on_server, cli, tmp_path):
         from prefect import get_client
