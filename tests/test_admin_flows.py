@@ -7,17 +7,11 @@ import pytest
 
 from campflow.errors import CampflowError, ImportRejected, SpecError
 from tests.conftest import EXAMPLES, load_files, rows, scalar
+from tests.test_targeting import OPERATION
 
 OP = "SALON-ERP-2026"
 PARTIES = "FICHE;TIERS;NOM\nPRO;P001;Boulangerie Lefèvre\nPRO;P002;Menuiserie Gaëlle\nCLI;C001;Client\n"
 CONTACTS = "TIERS;CONTACT;NOM\nP001;C1;Lefèvre\nC001;C1;Dupré\n"
-OPERATION = """kind: Operation
-code: OP
-label: Test
-party_kinds: [prospect, client]
-steps:
-  - {code: S1, label: Appel, kind: other}
-"""
 BAD_SPEC = """kind: Family
 code: SALONS
 ---
