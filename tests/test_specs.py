@@ -268,3 +268,30 @@ def test_reapplying_does_not_move_a_running_operation_back(examples_applied, cli
     result = cli("apply", EXAMPLES / "specs")
     assert "unchanged Operation SALON-ERP-2026" in result.out
     assert scalar("select state from operation where code = 'SALON-ERP-2026'") == "in_progress"
+
+
+def test_a_database_without_the_tables_says_to_upgrade(database_url, cli, monkeypatch):
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import ADMIN_URL
+
+    name = f"campflow_empty_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'create database "{name}"'))
+    monkeypatch.setenv("CAMPFLOW_DATABASE_URL", ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
+    db.reset_caches()
+    try:
+        result = cli("apply", EXAMPLES / "specs")
+        assert result.code == 1
+        assert f"{name} lacks campflow's tables" in result.err and "run `campflow db upgrade`" in result.err
+        assert "Traceback" not in result.err
+    finally:
+        db.reset_caches()
+        with admin.connect() as conn:
+            conn.execute(text(f'drop database "{name}" with (force)'))
+        admin.dispose()
+        monkeypatch.setenv("CAMPFLOW_DATABASE_URL", database_url)
+        db.reset_caches()

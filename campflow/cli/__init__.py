@@ -47,12 +47,30 @@ def main() -> None:
     except Exception as exc:  # click's usage errors carry their own exit code
         import click
 
+        if _missing_table(exc):
+            from sqlalchemy.engine import make_url
+
+            from campflow import db
+
+            shown = make_url(db.database_url()).render_as_string(hide_password=True)
+            err_console.print(f"[bold red]error:[/] the database {shown} lacks campflow's tables "
+                              f"({str(exc.orig).splitlines()[0]}); run `campflow db upgrade`",
+                              highlight=False, markup=True, soft_wrap=True)
+            sys.exit(1)
+
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
         if isinstance(exc, click.exceptions.Exit):
             sys.exit(exc.exit_code)
         raise
+
+
+def _missing_table(exc: Exception) -> bool:
+    from psycopg.errors import UndefinedTable
+    from sqlalchemy.exc import ProgrammingError
+
+    return isinstance(exc, ProgrammingError) and isinstance(exc.orig, UndefinedTable)
 
 
 __all__ = ["app", "main"]
