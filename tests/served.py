@@ -41,9 +41,10 @@ class Process:
         self.handle.close()
 
 
-def start(command: list[str], env: dict[str, str], log: Path) -> Process:
+def start(command: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> Process:
     handle = log.open("w")
-    popen = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    popen = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                             cwd=cwd)
     return Process(popen, log, handle)
 
 
