@@ -26,12 +26,17 @@ from models import (
     Collaborator,
     Condition,
     CustomField,
+    Distribution,
+    DistributionRule,
+    Entity,
     EntityType,
     EventCode,
     Family,
     FieldAlias,
     Folder,
     Operation,
+    Package,
+    PackageAudience,
     Question,
     Questionnaire,
     Route,
@@ -41,7 +46,7 @@ from models import (
 from models.specs import OperationSpec
 
 APPLY_ORDER = ("Family", "State", "EntityType", "Collaborator", "FieldDictionary",
-               "Questionnaire", "Operation")
+               "Questionnaire", "Entity", "Distribution", "Operation", "Package")
 DATE_KEYS = ("starts_at", "ends_at", "run_at")
 
 
@@ -65,13 +70,25 @@ def apply_documents(session: Session, documents: Sequence[Document], problems: l
     problems = problems + check_batch(documents, known)
     if problems:
         raise SpecError(problems, f"{len(problems)} problem(s); nothing was written")
-    ordered = sorted(documents, key=lambda d: APPLY_ORDER.index(d.kind))
+    ordered = sorted(documents, key=lambda d: (APPLY_ORDER.index(d.kind), _depth(d, documents)))
     results = []
     for doc in ordered:
         outcome = "checked" if check_only else WRITERS[doc.kind](session, doc)
         results.append(Applied(doc.kind, doc.spec.code, outcome, doc.place()))  # type: ignore[attr-defined]
         session.flush()
     return results
+
+
+def _depth(doc: Document, documents: Sequence[Document]) -> int:
+    """An entity after its parent when both are in the batch (other kinds: 0)."""
+    if doc.kind != "Entity":
+        return 0
+    parents = {d.spec.code: d.spec.parent for d in documents if d.kind == "Entity"}  # type: ignore[attr-defined]
+    depth, code, seen = 0, doc.spec.code, set()  # type: ignore[attr-defined]
+    while parents.get(code) in parents and code not in seen:
+        seen.add(code)
+        code, depth = parents[code], depth + 1
+    return depth
 
 
 # ---------------------------------------------------------------- reference kinds
@@ -258,7 +275,7 @@ def ensure_folder(session: Session, path: Sequence[str]) -> int | None:
     return parent_id
 
 
-SETTING_KEYS = ("email", "document", "labels", "columns", "options")
+SETTING_KEYS = ("email", "document", "labels", "columns", "local_approval", "options")
 
 
 def write_steps(session: Session, operation: Operation, steps: list[dict[str, Any]],
@@ -427,6 +444,72 @@ def document_from_data(data: dict[str, Any], origin: str) -> Document:
     return doc
 
 
+
+# ---------------------------------------------------------------- distributed marketing
+
+
+def _entity_id(session: Session, code: str | None) -> int | None:
+    return session.scalar(select(Entity.id).where(Entity.code == code)) if code else None
+
+
+def write_entity(session: Session, doc: Document) -> str:
+    s: Any = doc.spec
+    return _upsert(session, Entity, {"code": s.code}, {
+        "label": s.label, "type": s.type, "parent_id": _entity_id(session, s.parent),
+        "operators": list(s.operators), "reviewers": list(s.reviewers), "emails": list(s.emails)})
+
+
+def write_distribution(session: Session, doc: Document) -> str:
+    s: Any = doc.spec
+    outcome = _upsert(session, Distribution, {"code": s.code}, {"label": s.label, "field": s.field})
+    session.flush()
+    distribution = session.scalars(select(Distribution).where(Distribution.code == s.code)).one()
+    wanted = [(i, r.value, _entity_id(session, r.entity), *_limit(r.limit)) for i, r in enumerate(s.rules)]
+    have = [tuple(row) for row in session.execute(
+        select(DistributionRule.position, DistributionRule.value, DistributionRule.entity_id,
+               DistributionRule.limit_count, DistributionRule.limit_percent)
+        .where(DistributionRule.distribution_id == distribution.id).order_by(DistributionRule.position))]
+    if have != wanted:
+        session.execute(delete(DistributionRule).where(DistributionRule.distribution_id == distribution.id))
+        session.add_all(DistributionRule(distribution_id=distribution.id, position=i, value=value, entity_id=entity,
+                                         limit_count=count, limit_percent=percent)
+                        for i, value, entity, count, percent in wanted)
+        outcome = "updated" if outcome == "unchanged" else outcome
+    return outcome
+
+
+def _limit(limit: int | str | None) -> tuple[int | None, float | None]:
+    if isinstance(limit, str):
+        return None, float(limit.strip().removesuffix("%"))
+    return limit, None
+
+
+def write_package(session: Session, doc: Document) -> str:
+    s: Any = doc.spec
+    zone = zoneinfo.ZoneInfo(s.timezone)
+    local = lambda value: value and (value if value.tzinfo else value.replace(tzinfo=zone))  # noqa: E731
+    base = doc.source.path.parent
+    outcome = _upsert(session, Package, {"code": s.code}, {
+        "label": s.label, "operation_id": session.scalar(select(Operation.id).where(Operation.code == s.operation)),
+        "owner_id": _entity_id(session, s.owner), "collaboration": s.collaboration, "approval": s.approval,
+        "timezone": s.timezone, "visible_from": local(s.visible_from), "visible_until": local(s.visible_until),
+        "registration_deadline": local(s.registration_deadline),
+        "personalization_deadline": local(s.personalization_deadline),
+        "distribution_id": session.scalar(select(Distribution.id).where(Distribution.code == s.distribution))
+        if s.distribution else None,
+        "form": [f.model_dump() for f in s.form], "description": s.description,
+        "documents": [str((base / d).resolve()) for d in s.documents]})
+    session.flush()
+    package_id = session.scalar(select(Package.id).where(Package.code == s.code))
+    wanted = {_entity_id(session, code) for code in s.audience}
+    have = set(session.scalars(select(PackageAudience.entity_id).where(PackageAudience.package_id == package_id)))
+    if have != wanted:
+        session.execute(delete(PackageAudience).where(PackageAudience.package_id == package_id))
+        session.add_all(PackageAudience(package_id=package_id, entity_id=e) for e in sorted(wanted))
+        outcome = "updated" if outcome == "unchanged" else outcome
+    return outcome
+
+
 WRITERS = {
     "Family": write_family,
     "State": write_state,
@@ -435,4 +518,7 @@ WRITERS = {
     "FieldDictionary": write_field_dictionary,
     "Questionnaire": write_questionnaire,
     "Operation": write_operation,
+    "Entity": write_entity,
+    "Distribution": write_distribution,
+    "Package": write_package,
 }

@@ -12,6 +12,8 @@ from models import (
     Answer,
     Collaborator,
     CustomField,
+    Distribution,
+    Entity,
     EntityType,
     Family,
     FieldAlias,
@@ -45,6 +47,8 @@ class Known:
     answered_questions: dict[str, set[str]] = field(default_factory=dict)
     custom_fields: dict[str, dict[str, bool]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    entities: dict[str, str] = field(default_factory=dict)  # code -> central | local
+    distributions: set[str] = field(default_factory=set)
 
     def states_for(self, applies_to: str) -> set[str]:
         builtin = {
@@ -66,6 +70,8 @@ def load_known(session: Session) -> Known:
     """Read every code a spec may refer to, in a handful of queries."""
     known = Known()
     known.families = set(session.scalars(select(Family.code)))
+    known.entities = {code: kind for code, kind in session.execute(select(Entity.code, Entity.type))}
+    known.distributions = set(session.scalars(select(Distribution.code)))
     known.collaborators = set(session.scalars(select(Collaborator.code)))
     for code, applies_to, requirements in session.execute(
         select(EntityType.code, EntityType.applies_to, EntityType.field_requirements)

@@ -160,6 +160,51 @@ def check_batch(documents: Sequence[Document], known: Known) -> list[Problem]:
             problems += check_questionnaire(doc, known)
         elif isinstance(doc.spec, OperationSpec):
             problems += OperationCheck(doc, known).run()
+        elif doc.kind in ("Entity", "Distribution", "Package"):
+            problems += check_network(doc, known)
+    return problems
+
+
+def check_network(doc: Document, known: Known) -> list[Problem]:
+    """The codes an Entity, Distribution or Package refers to exist and have the right type."""
+    spec: Any = doc.spec
+    problems: list[Problem] = []
+
+    def entity(code: str | None, loc: Loc, wanted: str | None = None) -> None:
+        if code is None:
+            return
+        found = known.entities.get(code)
+        if found is None:
+            problems.append(Problem(doc.place(loc), f"unknown entity {code}{closest(code, known.entities)}"))
+        elif wanted and found != wanted:
+            problems.append(Problem(doc.place(loc), f"entity {code} is {found}; a {wanted} entity is needed here"))
+
+    match doc.kind:
+        case "Entity":
+            entity(spec.parent, ("parent",))
+            if spec.parent == spec.code:
+                problems.append(Problem(doc.place(("parent",)), "an entity cannot be its own parent"))
+        case "Distribution":
+            for i, rule in enumerate(spec.rules):
+                entity(rule.entity, ("rules", i, "entity"), "local")
+            try:
+                known.field_catalog().resolve(spec.field)
+            except FormulaError as exc:
+                problems.append(Problem(doc.place(("field",)), f"field: {exc}"))
+        case "Package":
+            if spec.operation not in known.operations:
+                problems.append(Problem(doc.place(("operation",)),
+                                        f"unknown operation {spec.operation}{closest(spec.operation, known.operations)}"))
+            entity(spec.owner, ("owner",), "central")
+            for i, code in enumerate(spec.audience):
+                entity(code, ("audience", i), "local")
+            if spec.distribution and spec.distribution not in known.distributions:
+                problems.append(Problem(doc.place(("distribution",)), f"unknown distribution {spec.distribution}"
+                                        f"{closest(spec.distribution, known.distributions)}"))
+            base = doc.source.path.parent
+            for i, document in enumerate(spec.documents):
+                if not (base / document).is_file():
+                    problems.append(Problem(doc.place(("documents", i)), f"no file {base / document}"))
     return problems
 
 
@@ -189,6 +234,10 @@ def overlay(documents: Sequence[Document], known: Known) -> None:
                 known.aliases.update(spec.aliases)
             case "Operation":
                 known.operations[spec.code] = {s.code for s, _ in walk_steps(spec.steps)}
+            case "Entity":
+                known.entities[spec.code] = spec.type
+            case "Distribution":
+                known.distributions.add(spec.code)
 
 
 def check_questionnaire(doc: Document, known: Known) -> list[Problem]:
@@ -401,6 +450,10 @@ class OperationCheck:
                 self.problem(loc + (("labels", key) if key else ("labels",)), message)
         for i, column in enumerate(step.columns or ()):
             self.check_field(column, loc + ("columns", i))
+        approval = step.local_approval
+        if approval and approval.distribution not in self.known.distributions:
+            self.problem(loc + ("local_approval", "distribution"), f"unknown distribution {approval.distribution}"
+                         f"{closest(approval.distribution, self.known.distributions)}")
 
     def check_field(self, text: str, loc: Loc) -> None:
         try:

@@ -12,6 +12,17 @@ from models.catalog import (
     Questionnaire,
     State,
 )
+from models.network import (
+    Distribution,
+    DistributionRule,
+    Entity,
+    LocalApproval,
+    LocalApprovalParty,
+    Order,
+    OrderEvent,
+    Package,
+    PackageAudience,
+)
 from models.operation import Condition, Folder, Operation, Route, Step
 from models.outbox import Outbox
 from models.party import Contact, Party
@@ -25,6 +36,15 @@ from models.targeting import (
 )
 
 __all__ = [
+    "Distribution",
+    "DistributionRule",
+    "Entity",
+    "LocalApproval",
+    "LocalApprovalParty",
+    "Order",
+    "OrderEvent",
+    "Package",
+    "PackageAudience",
     "Answer",
     "Base",
     "Collaborator",

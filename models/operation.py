@@ -66,6 +66,11 @@ class Operation(Base):
     attach_messages_to_events: Mapped[bool] = mapped_column(server_default="false")
     # where the spec was applied from, so relative template paths can be explained
     source_file: Mapped[str | None]
+    # distributed marketing: the entity that owns and runs it (None: the central one), and for
+    # a local entity's child operation (by_campaign package), the reference operation it copies
+    owner_entity_id: Mapped[int | None] = mapped_column(ForeignKey("entity.id"), index=True)
+    parent_operation_id: Mapped[int | None] = mapped_column(ForeignKey("operation.id", ondelete="SET NULL"),
+                                                            index=True)
     created_at: Mapped[dt.datetime] = created_at_column()
     updated_at: Mapped[dt.datetime] = updated_at_column()
 

@@ -23,11 +23,11 @@ Operator = Literal[
 ]
 STEP_KINDS = (
     "emailing", "mass_emailing", "document_mailing", "label_mailing", "faxing",
-    "phoning", "phoning_contact", "spreadsheet_export", "other",
+    "phoning", "phoning_contact", "spreadsheet_export", "local_approval", "other",
 )
 StepKind = Literal[
     "emailing", "mass_emailing", "document_mailing", "label_mailing", "faxing",
-    "phoning", "phoning_contact", "spreadsheet_export", "other",
+    "phoning", "phoning_contact", "spreadsheet_export", "local_approval", "other",
 ]
 
 
@@ -101,6 +101,15 @@ class DocumentSettings(Strict):
     channel: str | None = None
 
 
+class LocalApprovalSettings(Strict):
+    """A `local_approval` step: each local entity approves its part of the target."""
+
+    distribution: Code  # splits the step's parties between local entities
+    deadline: dt.datetime  # in the operation's timezone; what is not approved then is dropped
+    remind_before_hours: list[int] = Field(default_factory=lambda: [24])  # reminders before it
+    report: bool = False  # true: send each entity a report on its parties' statuses instead
+
+
 class LabelSettings(Strict):
     sheet: str | None = None
     rows: int | None = Field(default=None, ge=1)
@@ -131,12 +140,13 @@ class StepSpec(Strict):
     document: DocumentSettings | None = None
     labels: LabelSettings | None = None
     columns: list[str] | None = None
+    local_approval: LocalApprovalSettings | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _group_or_action(self) -> StepSpec:
         if self.steps is not None:
-            acting = [k for k in ("kind", "next", "where", "email", "document", "labels", "columns")
+            acting = [k for k in ("kind", "next", "where", "email", "document", "labels", "columns", "local_approval")
                       if getattr(self, k) is not None]
             if acting:
                 raise ValueError(f"a group (a step with steps:) does not act; remove {', '.join(acting)}")
@@ -145,7 +155,8 @@ class StepSpec(Strict):
         elif self.kind is None:
             raise ValueError(f"an action step needs a kind: one of {', '.join(STEP_KINDS)}")
         needed = {"emailing": "email", "mass_emailing": "email", "document_mailing": "document",
-                  "faxing": "document", "spreadsheet_export": "columns"}.get(self.kind or "")
+                  "faxing": "document", "spreadsheet_export": "columns",
+                  "local_approval": "local_approval"}.get(self.kind or "")
         if needed and getattr(self, needed) is None:
             raise ValueError(f"a {self.kind} step needs `{needed}:`")
         return self
@@ -296,6 +307,117 @@ class CollaboratorSpec(Strict):
     groups: list[str] = Field(default_factory=list)
 
 
+
+# ---------------------------------------------------------------- distributed marketing
+
+
+class EntitySpec(Strict):
+    """A node of the network: `central` (the head office) or `local` (a store, an agency)."""
+
+    kind: Literal["Entity"]
+    code: Code
+    label: str
+    type: Literal["central", "local"] = "local"
+    parent: Code | None = None
+    operators: list[str] = Field(default_factory=list)  # logins acting for it (--as)
+    reviewers: list[str] = Field(default_factory=list)  # e-mails of who approves orders (central)
+    emails: list[str] = Field(default_factory=list)  # where its notifications go
+
+    @model_validator(mode="after")
+    def _tree(self) -> EntitySpec:
+        if self.type == "local" and not self.parent:
+            raise ValueError("a local entity needs `parent:` (its central or regional entity)")
+        for address in self.reviewers + self.emails:
+            if "@" not in address:
+                raise ValueError(f"{address!r} is not an e-mail address")
+        return self
+
+
+class DistributionRuleSpec(Strict):
+    value: str
+    entity: Code
+    limit: int | str | None = None  # a count (120) or a percentage ("30%")
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) else value
+
+    @field_validator("limit")
+    @classmethod
+    def _limit(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("limit must be a count ≥ 0 or a percentage like '30%'")
+        if isinstance(value, str):
+            number = value.strip().removesuffix("%")
+            if not value.strip().endswith("%") or not number.replace(".", "", 1).isdigit() \
+                    or not 0 < float(number) <= 100:
+                raise ValueError(f"limit {value!r} must be a count (120) or a percentage ('30%', up to 100%)")
+        return value
+
+
+class DistributionSpec(Strict):
+    """Splits a target between local entities by a party field's value."""
+
+    kind: Literal["Distribution"]
+    code: Code
+    label: str
+    field: str  # TABLE.FIELD, e.g. PCFIDX.VILLE
+    rules: list[DistributionRuleSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_values(self) -> DistributionSpec:
+        values = [r.value for r in self.rules]
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ValueError(f"value(s) {', '.join(twice)} given twice; each value goes to one entity")
+        return self
+
+
+class FormFieldSpec(Strict):
+    code: Code
+    label: str
+    type: Literal["text", "choice", "number", "date", "bool"] = "text"
+    required: bool = False
+    choices: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _choices(self) -> FormFieldSpec:
+        if (self.type == "choice") != bool(self.choices):
+            raise ValueError("a choice field needs choices; other types take none")
+        return self
+
+
+class PackageSpec(Strict):
+    """A reference operation the central entity offers to local entities."""
+
+    kind: Literal["Package"]
+    code: Code
+    label: str
+    operation: Code  # the reference operation
+    owner: Code  # the central entity offering it
+    collaboration: Literal["simple", "by_form", "by_campaign", "by_target_approval"]
+    approval: Literal["manual", "automatic"] = "manual"
+    timezone: str = "UTC"
+    visible_from: dt.datetime | None = None
+    visible_until: dt.datetime | None = None
+    registration_deadline: dt.datetime | None = None
+    personalization_deadline: dt.datetime | None = None
+    audience: list[Code] = Field(default_factory=list)
+    distribution: Code | None = None  # which parties belong to which entity (simple, by_form)
+    form: list[FormFieldSpec] = Field(default_factory=list)
+    description: str | None = None
+    documents: list[str] = Field(default_factory=list)  # paths relative to the spec
+
+    _known_zone = field_validator("timezone")(OperationSpec._known_zone.__func__)  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _coherent(self) -> PackageSpec:
+        if self.form and self.collaboration not in ("by_form", "by_campaign"):
+            raise ValueError(f"form: belongs to by_form and by_campaign packages, not {self.collaboration}")
+        return self
+
+
 SPEC_KINDS: dict[str, type[Strict]] = {
     "Family": FamilySpec,
     "State": StateSpec,
@@ -304,4 +426,7 @@ SPEC_KINDS: dict[str, type[Strict]] = {
     "FieldDictionary": FieldDictionarySpec,
     "Questionnaire": QuestionnaireSpec,
     "Operation": OperationSpec,
+    "Entity": EntitySpec,
+    "Distribution": DistributionSpec,
+    "Package": PackageSpec,
 }

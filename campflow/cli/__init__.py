@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from campflow.cli import ops, specs, status, targeting
+from campflow.cli import approvals, network, ops, specs, status, targeting
 from campflow.cli import channels as channel_commands
 from campflow.cli import fax as fax_commands
 from campflow.cli import phoning as phoning_commands
@@ -32,6 +32,8 @@ phoning_commands.register(app)
 channel_commands.register(app)
 fax_commands.register(app)
 servers.register(app)
+network.register(app)
+approvals.register(app)
 
 
 def main() -> None:
