@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from campflow.catalog import load_known
-from campflow.errors import NotFound, Problem, SpecError
+from campflow.errors import CampflowError, NotFound, Problem, SpecError
 from campflow.validate import Document, check_batch, is_template_path, read_specs, resolve_template_path
 from campflow.yamlsource import SourceDocument
 from models import (
@@ -220,10 +220,20 @@ def aware(text: str | None, zone: zoneinfo.ZoneInfo) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=zone)
 
 
-def write_operation(session: Session, doc: Document) -> str:
+def write_operation(session: Session, doc: Document, *, check_owner: bool = True) -> str:
+    """Create or update the operation; `check_owner`: refuse an operator who may not change it
+    (`collaboration.require_access`, the login `campflow apply --as` puts in session.info)."""
     spec: OperationSpec = doc.spec  # type: ignore[assignment]
     wanted = canonical_operation(spec, doc.source.path.parent)
     existing = session.scalars(select(Operation).where(Operation.code == spec.code)).one_or_none()
+    if check_owner:
+        from campflow.collaboration import OPERATOR_KEY, require_access
+
+        try:
+            require_access(session, spec.code, existing.owner_entity_id if existing else None,
+                           session.info.get(OPERATOR_KEY), "change")
+        except CampflowError as exc:
+            raise SpecError([Problem(doc.place(), str(exc))], "nothing was written") from None
     state = spec.state
     if existing is not None and existing.state != "in_preparation" and spec.state == "in_preparation":
         # runs moved it on: `in_preparation` in a spec is where an operation starts, not a reset

@@ -43,6 +43,8 @@ TABLE_ALIASES: Mapping[str, str] = MappingProxyType(
         "event": "event", "EVTTIERS": "event",
         "event_code": "event_code", "GRTEVT": "event_code",
         "answers": "answers",
+        # a local entity's order values (form fields of its package): ORDER.MAGASIN
+        "order": "order", "ORDER": "order", "COMMANDE": "order",
     }
 )  # fmt: skip
 
@@ -88,10 +90,11 @@ _CUSTOM_TABLES = ("party", "contact")
 
 @dataclass(frozen=True)
 class FieldRef:
-    """A resolved field: a column, a custom field (element), or a questionnaire answer."""
+    """A resolved field: a column, a custom field (element), a questionnaire answer, or a form
+    field of the local entity's order (table `order`)."""
 
-    table: str  # canonical: party, contact, operation, …, answers
-    field: str  # canonical column, lower-case custom name, or the question code
+    table: str  # canonical: party, contact, operation, …, answers, order
+    field: str  # canonical column, lower-case custom name, the question code, or the form field
     party_kind: str | None = None  # set by CLI, PRO, FOU, VRP, TIA
     index: int | None = None  # 1-based element of an indexed custom field
     custom: bool = False
@@ -258,6 +261,8 @@ class FieldCatalog:
         canonical, _ = found
         if canonical == "answers":
             return tuple(f"{q}.{c}" for q, codes in self.questions.items() for c in codes)
+        if canonical == "order":
+            return ()  # the packages' form fields: checked when a run knows the operation's packages
         standard = STANDARD_FIELDS[canonical]
         names = [n for column, others in standard.items() for n in (column, *others)]
         names += self.custom.get(canonical, {})
@@ -283,6 +288,8 @@ class FieldCatalog:
         if first.name.lower() == "answers":
             return self._resolve_answer(written, place)
         table = _table_of(first.name)
+        if table is not None and table[0] == "order":
+            return _resolve_order(written, place)
         if table is not None and len(written.parts) == 2:
             return self._resolve_in_table(table, written, place, use_dictionary)
         entry = self._alias_lookup.get(_alias_key(written)) if use_dictionary else None
@@ -406,6 +413,17 @@ class FieldCatalog:
     def _known(self, table: str) -> tuple[str, ...]:
         """Canonical standard names then custom names: the `known:` list of messages."""
         return (*STANDARD_FIELDS[table], *self.custom.get(table, {}))
+
+
+def _resolve_order(written: _Written, place: _Place) -> FieldRef:
+    """`ORDER.FIELD`: a form field of an order, any code (forms belong to packages, known at run)."""
+    if len(written.parts) != 2:
+        message = f"'{written.text}' is not an order field; write ORDER.FIELD, e.g. ORDER.MAGASIN"
+        raise place.error("bad_reference", message, 0, len(written.text))
+    if written.index is not None:
+        message = f"order fields are not indexed; remove '({written.index})'"
+        raise place.error("bad_index", message, written.index_start, len(written.text))
+    return FieldRef("order", written.parts[1].name)
 
 
 def _broken_alias(

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.types import DateTime, Text
 
 from campflow.catalog import load_known
+from campflow.collaboration import ORDER_SOURCE_KEY, attach_orders, check_order_fields
 from campflow.errors import CampflowError, FormulaError, Problem, SpecError
 from flows.fields import FieldRef
 from models import (
@@ -32,6 +33,7 @@ from models import (
     Operation,
     OperationTarget,
     OperationTargetContact,
+    Order,
     Party,
     Question,
     Questionnaire,
@@ -42,7 +44,8 @@ from models import (
 from tasks.registry import StepContext
 
 # The claimed parties; a temporary table, so only this transaction sees it.
-CLAIMED = table("claimed_party", column("party_id", Integer), schema="pg_temp")
+# `order_id`: the local entity's order whose values fill the party's ORDER.FIELD fields
+CLAIMED = table("claimed_party", column("party_id", Integer), column("order_id", Integer), schema="pg_temp")
 
 
 @dataclass(frozen=True)
@@ -73,13 +76,14 @@ def claim_parties(session: Session, step_id: int) -> int:
     # pg_temp: never drop a real table that happens to share the name
     session.execute(text("drop table if exists pg_temp.claimed_party"))
     session.execute(text("create temporary table claimed_party "
-                         "(party_id integer primary key) on commit drop"))
+                         "(party_id integer primary key, order_id integer) on commit drop"))
     due = (select(StepTarget.party_id)
            .where(StepTarget.step_id == step_id, StepTarget.status == "to_process")
            .with_for_update())
     # SQLAlchemy keeps an INSERT's rowcount only when asked to
     claim = insert(CLAIMED).from_select(["party_id"], due).execution_options(preserve_rowcount=True)
     claimed: int = session.execute(claim).rowcount  # type: ignore[attr-defined]
+    session.info[ORDER_SOURCE_KEY] = attach_orders(session, step_id, CLAIMED) if claimed else None
     # autovacuum never analyses temporary tables; without statistics the joins plan badly
     session.execute(text("analyze pg_temp.claimed_party"))
     return claimed
@@ -103,7 +107,13 @@ def _set_ok_continue(session: Session, model: Any, step_id: int) -> int:
 
 
 def question_ids(session: Session, columns: Iterable[FieldColumn]) -> dict[tuple[str, str], int]:
-    """(questionnaire code, question code) → question id, for the answer columns."""
+    """(questionnaire code, question code) → question id, for the answer columns.
+
+    Raises:
+        CampflowError: an ORDER.FIELD column no order of the claimed parties' operation fills.
+    """
+    columns = list(columns)
+    check_order_fields(session.info.get(ORDER_SOURCE_KEY), (c.ref for c in columns))
     wanted = {(c.ref.questionnaire, c.ref.question) for c in columns if c.ref.table == "answers"}
     if not wanted:
         return {}
@@ -138,7 +148,7 @@ class RecordQuery:
                   "operation": self.operation_value, "step": lambda r: getattr(Step, r.field),
                   "target": self.target_value, "target_contact": self.target_contact_value,
                   "event": self.event_value, "event_code": self.event_code_value,
-                  "answers": self.answer_value}.get(ref.table)
+                  "answers": self.answer_value, "order": self.order_value}.get(ref.table)
         if getter is None:
             raise CampflowError(f"an export cannot show {ref} (table {ref.table}) yet")
         value = getter(ref)
@@ -234,6 +244,17 @@ class RecordQuery:
                 .order_by(Answer.contact_id.is_not(None), Answer.answered_at.desc(), Answer.id.desc())
                 .limit(1)
                 .scalar_subquery())
+
+
+    def order_value(self, ref: FieldRef) -> ColumnElement[Any]:
+        """The form value of the party's order (claim_parties chose it), the field's code in any case."""
+        order = self._outer("order", ORDERS, ORDERS.c.id == CLAIMED.c.order_id)
+        entry = func.jsonb_each_text(order.c["values"]).table_valued("key", "value").alias("order_entry")
+        return (select(entry.c.value).where(func.lower(entry.c.key) == ref.field.lower())
+                .limit(1).scalar_subquery())
+
+
+ORDERS = Order.__table__.alias("party_order")
 
 
 def _field(fields: Any, ref: FieldRef, standard: Any) -> ColumnElement[Any]:

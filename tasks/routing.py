@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, Select, false, func, literal, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from campflow.collaboration import collaborating_parties
 from flows.compiler import OperationPlan, Rule, RoutePlan, StepPlan
 from flows.fields import FieldCatalog
 from flows.formula import to_sql
@@ -120,13 +121,21 @@ def rule_sql(rule: Rule | None, operation_id: int, catalog: FieldCatalog,
 
 def enter_targets(session: Session, plan: OperationPlan, step: StepPlan, operation_id: int,
                   ids: dict[str, int], catalog: FieldCatalog) -> int:
-    """An entry step receives the operation's targets (that pass its `where:`)."""
+    """An entry step receives the operation's targets (that pass its `where:`).
+
+    The reference operation of simple / by_form packages takes in only the targets that
+    belong (by the package's distribution) to an entity with an approved order.
+    """
     joins = RuleJoins()
     where = rule_sql(step.where, operation_id, catalog, joins)
     chosen = joins.apply(
         select(literal(ids[step.code]), OperationTarget.party_id, literal(operation_id))
         .join(Party, Party.id == OperationTarget.party_id)
     ).where(OperationTarget.operation_id == operation_id, where).order_by(OperationTarget.party_id)
+    collaborating = collaborating_parties(session, operation_id, catalog)
+    if collaborating is not None:
+        members = collaborating.subquery("collaborating")
+        chosen = chosen.join(members, members.c.party_id == OperationTarget.party_id)
     return _insert(session, chosen, ids[step.code], operation_id)
 
 

@@ -107,6 +107,35 @@ def _print_view(view: OperationView) -> None:
     console.print(top)
 
 
+@ops_app.command("children")
+def children(
+    operation: Annotated[str, typer.Argument(help="The reference operation (of a by_campaign package).")],
+    as_: Annotated[str | None, typer.Option("--as", help="The operator acting (default: CAMPFLOW_OPERATOR, else "
+                   "the system user): a local entity's operator sees only its own child.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The local entities' child operations of a reference operation: entity, state, order, funnel.
+
+    Example: campflow ops children SOLDES --as marie
+    """
+    from campflow.collaboration import list_children
+
+    with db.session() as session:
+        found = list_children(session, operation, as_)
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        console.print(f"{escape(operation)} has no child operation you may see")
+        return
+    rows = [(c["code"], c["entity"], c["state"], f"{c['order'] or '—'} {c['order_status'] or ''}".strip(),
+             c["targets"], "; ".join(f"{step}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+                                     for step, counts in c["funnel"].items()) or "no party in a step yet")
+            for c in found]
+    print_table(f"Child operations of {operation}", ("operation", "entity", "state", "order", "targets", "funnel"),
+                rows)
+
+
 @ops_app.command("new")
 def new(
     code: Annotated[str, typer.Argument(help="Code of the new operation.")],

@@ -36,12 +36,19 @@ def run(
         "--resend-unknown", help="Send again the messages a crash left with an unknown fate "
         "(they may have been sent already; by default they are only reported).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+    as_: Annotated[str | None, typer.Option("--as", help="The operator acting (default: CAMPFLOW_OPERATOR): "
+                   "a local entity's operator may run only its own operations (its child operations).")] = None,
 ) -> None:
     """Run an operation now as a Prefect flow run (`run-operation`) and print its funnel.
     Exits 1 when a step failed.
 
-    Example: campflow run SALON-ERP-2026 --step S1 --dry-run
+    Example: campflow run SALON-ERP-2026 --step S1 --dry-run;  campflow run SOLDES-LYON --as marie
     """
+    from campflow import db
+    from campflow.collaboration import require_operation_access
+
+    with db.session() as session:
+        require_operation_access(session, operation, as_, "run")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the funnel says what matters
     from flows.run_operation import load_plan, run_operation

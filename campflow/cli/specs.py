@@ -61,15 +61,19 @@ def stop() -> None:
 def apply(
     target: Annotated[Path, typer.Argument(help="A spec file, or a folder of .yaml files.")],
     check: Annotated[bool, typer.Option("--check", help="Validate only; write nothing.")] = False,
+    as_: Annotated[str | None, typer.Option("--as", help="The operator acting (default: CAMPFLOW_OPERATOR): "
+                   "a local entity's operator may change only its own operations (its child operations).")] = None,
 ) -> None:
     """Apply spec documents (Operation, Questionnaire, Family, EntityType, State,
-    FieldDictionary, Collaborator). Idempotent; all or nothing.
+    FieldDictionary, Collaborator, Entity, Distribution, Package). Idempotent; all or nothing.
 
-    Example: campflow apply examples/specs --check
+    Example: campflow apply examples/specs --check;  campflow apply soldes-lyon.yaml --as marie
     """
     from campflow.apply import apply_path
+    from campflow.collaboration import OPERATOR_KEY
 
     with db.session() as session:
+        session.info[OPERATOR_KEY] = as_
         results = apply_path(session, target, check_only=check)
     for r in results:
         colour = {"created": "green", "updated": "yellow", "unchanged": "dim", "checked": "cyan"}[r.outcome]
@@ -88,14 +92,18 @@ def export(
     operation: Annotated[str, typer.Argument(help="Operation code.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file "
                       "(template paths made relative to it) instead of standard output.")] = None,
+    as_: Annotated[str | None, typer.Option("--as", help="The operator acting (default: CAMPFLOW_OPERATOR): "
+                   "a local entity's operator may read only its own operations.")] = None,
 ) -> None:
     """Write an operation back as a spec; applying it changes nothing.
 
     Example: campflow export SALON-ERP-2026 -o salon.yaml
     """
     from campflow.apply import export_operation, relative_paths
+    from campflow.collaboration import require_operation_access
 
     with db.session() as session:
+        require_operation_access(session, operation, as_, "read")
         data = export_operation(session, operation)
     if output:
         data = relative_paths(data, output.resolve().parent)

@@ -1,0 +1,114 @@
+"""The `local-approval` flow: a local entity answers its list in the Prefect UI.
+
+The flow run pauses with a typed form (`ListApproval`) the UI renders behind "Resume": the
+party codes to remove, whether to approve, and the operator's login. The answer goes through
+the same functions as `campflow approvals remove/approve`, so the same refusals apply; a
+refused answer pauses again with the reason shown above the form.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from prefect import flow, get_run_logger
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from pydantic import Field
+
+from campflow import db
+from campflow.errors import CampflowError
+from campflow.identity import actor
+from tasks import local_approval as approvals
+
+POLL_SECONDS = 10  # how often the paused run checks for an answer (tests make it short)
+MAX_ANSWERS = 5  # refused answers before the run gives up
+SHOWN_PARTIES = 500  # parties listed in the form's description; the rest are counted
+
+
+class ListApproval(RunInput):
+    """A local entity's answer on its list."""
+
+    remove: list[str] = Field(default_factory=list, description="Party codes (TIERS) to remove from the list.")
+    approve: bool = Field(default=True, description="Approve the list (after the removals).")
+    operator: str = Field(default="", description="Your login: an operator of the entity (or of the central one).")
+
+
+def describe(step: approvals.ApprovalStep, entity: str, rows: list[tuple], error: str = "") -> str:
+    """The form's markdown: the list with codes and names, the deadline, a refused answer's reason."""
+    lines = [f"**Answer refused:** {error}", ""] if error else []
+    kept = sum(1 for r in rows if not r[4])
+    lines += [f"## {entity}'s list in {step.place}", "",
+              f"{step.operation_label} — {step.step_label}. **Deadline: {step.local(step.deadline)}**; "
+              f"parties not approved by then are not contacted.", "",
+              f"{len(rows)} parties, {kept} kept. Put the codes of the parties not to contact in *remove*, "
+              "tick *approve*, give your login in *operator*.", "",
+              "| TIERS | NOM | VILLE | kept |", "|---|---|---|---|"]
+    for _, code, name, city, removed, removed_by, _ in rows[:SHOWN_PARTIES]:
+        cells = (code, name or "", city or "", f"no (removed by {removed_by})" if removed else "yes")
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    if len(rows) > SHOWN_PARTIES:
+        lines.append(f"\n… and {len(rows) - SHOWN_PARTIES} more: `campflow approvals show` lists them all.")
+    return "\n".join(lines)
+
+
+def apply_answer(operation: str, step: str, entity: str, answer: ListApproval) -> dict:
+    """Apply a form answer in one transaction: removals, then the approval; all or nothing."""
+    if not answer.operator.strip():
+        raise CampflowError("operator is empty: give your login (an operator of the entity)")
+    with db.session() as session:
+        who = actor(session, answer.operator.strip())
+        found = approvals.find_step(session, operation, step)
+        chosen = approvals.chosen_list(session, found, who, entity)  # refuses another entity's list
+        removed = [c.strip() for c in answer.remove if c.strip()]
+        if removed:
+            approvals.change_parties(session, found, who, removed, removed=True, entity=chosen.entity_code)
+        if answer.approve:
+            change = approvals.approve(session, found, who, chosen.entity_code)
+        else:
+            approvals.require_open(found, chosen, approvals.clock())
+            change = approvals.entity_lists(session, found.step_id, chosen.entity_id)[0]
+        return {"entity": chosen.entity_code, "removed": removed, "approved": answer.approve,
+                "parties": change.parties, "kept": change.parties - change.removed, "operator": who.login}
+
+
+def _read_list(operation: str, step: str, entity: str) -> tuple[approvals.ApprovalStep, list[tuple], dt.datetime]:
+    """The step, the entity's parties (shown to whoever answers: the answer is what is checked) and
+    its deadline; refused when the list can no longer change."""
+    with db.session() as session:
+        found = approvals.find_step(session, operation, step)
+        lists = approvals.entity_lists(session, found.step_id, approvals.entity_id_of(session, entity))
+        if not lists:
+            raise CampflowError(f"{entity} has no list in {found.place}; run the operation first")
+        approvals.require_open(found, lists[0], approvals.clock())
+        return found, approvals.list_rows(session, found, None, entity), lists[0].deadline
+
+
+@flow(name="local-approval", flow_run_name="{operation}-{step}-{entity}")
+def local_approval(operation: str, step: str, entity: str, timeout_hours: float = 72) -> dict:
+    """Wait for a local entity's answer on its list in the Prefect UI, then apply it.
+
+    Args:
+        operation: the operation code, e.g. SALON-ERP-2026.
+        step: the local_approval step's code.
+        entity: the local entity whose list this is, e.g. LYON.
+        timeout_hours: how long to wait for the answer (never past the list's deadline).
+    """
+    logger = get_run_logger()
+    error = ""
+    for _ in range(MAX_ANSWERS):
+        found, rows, deadline = _read_list(operation, step, entity)
+        left = (deadline - approvals.clock()).total_seconds()
+        timeout = max(1, math.ceil(min(timeout_hours * 3600, left)))
+        form = ListApproval.with_initial_data(description=describe(found, entity, rows, error),
+                                              remove=[], approve=True, operator="")
+        answer = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=POLL_SECONDS)
+        try:
+            result = apply_answer(operation, step, entity, answer)
+        except CampflowError as refused:
+            error = str(refused)
+            logger.warning("answer refused: %s", error)
+            continue
+        logger.info("%s's list in %s: %s", entity, found.place, result)
+        return result
+    raise CampflowError(f"{MAX_ANSWERS} answers refused for {entity}'s list in {found.place}; last: {error}")

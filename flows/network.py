@@ -1,0 +1,121 @@
+"""The network's flows: `publish-package`, and `approve-order`, which waits in the Prefect UI for a
+central reviewer's decision (the same decision `campflow orders approve|reject` gives)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.states import Completed, State
+
+from campflow import db, identity, packages
+from campflow.errors import CampflowError
+
+POLL_SECONDS = 2  # how often a paused run checks for its answer
+
+
+class OrderDecision(RunInput):
+    """The form behind "Resume" on a paused approve-order run."""
+
+    decision: Literal["approve", "reject"]
+    comment: str = ""
+    reviewer: str  # the login deciding: one of the central entity's operators
+
+
+@flow(name="publish-package", flow_run_name="publish {package}")
+def publish_package(package: str, as_operator: str | None = None) -> dict[str, Any]:
+    """Publish a package to its audience: e-mails with its description, documents and how to order;
+    in automatic approval mode every audience entity is registered with an approved order.
+
+    Args:
+        package: the package code, e.g. PKG-SOLDES.
+        as_operator: the login publishing, one of the central entity's operators; default
+            $CAMPFLOW_OPERATOR or the system user of the process running the flow.
+
+    Returns:
+        summary (one line), orders (the ids of the orders created) and warnings.
+
+    Raises:
+        CampflowError: the package cannot be published (why, and the fix); nothing changed. Or
+            notifying failed: the publication itself is recorded.
+    """
+    outcome = packages.act(packages.publish, package, as_=as_operator)
+    logger = get_run_logger()
+    for warning in outcome.warnings:
+        logger.warning(warning)
+    logger.info(outcome.summary)
+    return {"summary": outcome.summary, "orders": list(outcome.order_ids), "warnings": list(outcome.warnings)}
+
+
+@flow(name="approve-order", flow_run_name="order {order}")
+def approve_order(order: int, timeout_hours: float = 72) -> State:
+    """Wait for a central reviewer to approve or reject a pending order, then apply the decision.
+
+    The run pauses; in the Prefect UI, "Resume" shows the order and a form: decision (approve or
+    reject), comment (needed to reject, mailed to the local entity) and reviewer (your login, a
+    central operator). The same decision can be given with `campflow orders approve ID` or
+    `campflow orders reject ID --comment …`; then this run ends without deciding again.
+
+    Args:
+        order: the order id, as `campflow orders list` shows it.
+        timeout_hours: how long to wait for the decision; after that the run fails and the
+            order stays pending.
+
+    Returns:
+        A Completed state whose message says what was decided, or that the order had already
+        been decided.
+
+    Raises:
+        CampflowError: the reviewer is not a central operator, or a rejection has no comment;
+            the order stays pending.
+    """
+    logger = get_run_logger()
+    with db.session() as session:
+        view = packages.order_view(session, packages.find_order(session, order), history=True)
+    if view["status"] != "pending":
+        return _already_decided(order)
+    logger.info("order %s waits for a decision: press Resume on this flow run in the Prefect UI, or run "
+                "`campflow orders approve|reject %s`", order, order)
+    answer = pause_flow_run(wait_for_input=OrderDecision.with_initial_data(
+        description=decision_markdown(view), decision="approve", comment=""),
+        timeout=int(timeout_hours * 3600), poll_interval=POLL_SECONDS)
+    with db.session() as session:
+        if packages.find_order(session, order, lock=True).status != "pending":
+            return _already_decided(order)
+        reviewer = identity.actor(session, answer.reviewer)
+        if not reviewer.central:
+            raise CampflowError(f"reviewer {answer.reviewer!r} acts for {reviewer.entity_code}; only the central "
+                                f"entity's operators decide orders; order {order} stays pending: decide it with "
+                                f"`campflow orders approve|reject {order}` or start `campflow orders review {order}` "
+                                "again")
+        action = packages.approve_order if answer.decision == "approve" else packages.reject_order
+        outcome = action(session, order, reviewer, comment=answer.comment)
+    packages.deliver(outcome)
+    logger.info(outcome.summary)
+    return Completed(message=outcome.summary)
+
+
+def _already_decided(order: int) -> State:
+    with db.session() as session:
+        found = packages.find_order(session, order)
+        message = f"order {order} was already {found.status}{packages.decided_text(found)}; nothing to decide"
+    get_run_logger().info(message)
+    return Completed(name="Skipped", message=message)
+
+
+def decision_markdown(view: dict[str, Any]) -> str:
+    """The order as the reviewer reads it above the form: package, entity, values, history."""
+    cell = lambda value: str(value).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = [f"## Order {view['id']}: {cell(view['entity_label'])} ({view['entity']})",
+             f"orders **{cell(view['package_label'])}** ({view['package']}, {view['collaboration']}).", "",
+             "| field | value |", "|---|---|"]
+    lines += [f"| {cell(k)} | {cell(v)} |" for k, v in view["values"].items()] or ["| (no values) | |"]
+    lines += ["", "### History", ""]
+    lines += [f"- {e['at']:%Y-%m-%d %H:%M} **{cell(e['actor'])}** {e['action']}"
+              + (f": {cell(e['comment'])}" if e["comment"] else "") for e in view["history"]]
+    lines += ["", "Choose **approve** or **reject**; a rejection needs a comment (it is mailed to "
+              f"{view['entity']}). **reviewer**: your login, one of the central entity's operators. "
+              f"Same decision from a terminal: `campflow orders approve|reject {view['id']}`."]
+    return "\n".join(lines)
