@@ -98,17 +98,20 @@ def worker_env() -> dict[str, str]:
 
 
 def deployments() -> list[Any]:
-    """The five deployments `campflow serve` runs in one process (same names as prefect.yaml)."""
+    """The eight deployments `campflow serve` runs in one process (same names as prefect.yaml)."""
     from prefect.schedules import Interval
 
     from flows.apply_specs import apply_specs
     from flows.import_answers import import_answers
     from flows.import_targets import import_targets
+    from flows.local_approval import local_approval
+    from flows.network import approve_order, publish_package
     from flows.run_operation import run_operation
     from flows.sync_schedules import sync_schedules
 
     plain = [flow.to_deployment(name=DEPLOYMENT_NAME, tags=["campflow"])
-             for flow in (run_operation, apply_specs, import_targets, import_answers)]
+             for flow in (run_operation, apply_specs, import_targets, import_answers,
+                          publish_package, approve_order, local_approval)]
     every = Interval(SYNC_EVERY_SECONDS, slug="campflow-sync")
     return plain + [sync_schedules.to_deployment(name=DEPLOYMENT_NAME, tags=["campflow"], schedules=[every])]
 

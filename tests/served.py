@@ -127,7 +127,7 @@ def start_serve(server: Server, database_url: str, folder: Path) -> Process:
                    PREFECT_RUNNER_POLL_FREQUENCY="2", PREFECT_HOME=str(folder / "serve-home"))
     process = start([CAMPFLOW, "serve"], env, folder / "serve.log")
     try:
-        wait_for(lambda: "Ctrl-C stops" in process.output(), 120, "campflow serve", process)
+        wait_for(lambda: "Ctrl-C stops" in " ".join(process.output().split()), 120, "campflow serve", process)
     except AssertionError:
         process.stop()
         raise

@@ -1,10 +1,12 @@
 """campflow on a real Prefect server: `campflow server` (state in PostgreSQL), `campflow serve`,
-schedules synced from the operations' dates, a scheduled run inside its window, and a failed
-run retried the way the UI's Retry button does it, without a second e-mail or event."""
+schedules synced from the operations' dates, a scheduled run inside its window, a failed
+run retried the way the UI's Retry button does it, without a second e-mail or event, and the
+network's deployments: a package published, an order paused for the UI's form and resumed."""
 
 from __future__ import annotations
 
 import datetime as dt
+import email
 import zoneinfo
 from pathlib import Path
 
@@ -16,6 +18,9 @@ from tests.conftest import free_port, rows, scalar
 from tests.served import drop_database, final_state, start_serve, start_server, wait_for
 
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
+DEPLOYMENTS = ("run-operation/campflow", "apply-specs/campflow", "import-targets/campflow",
+               "import-answers/campflow", "sync-schedules/campflow", "publish-package/campflow",
+               "approve-order/campflow", "local-approval/campflow")
 PARTIES = """FICHE;TIERS;NOM;VILLE;EMAIL
 PRO;P1;Boulangerie Lefèvre;Paris;accueil@lefevre.fr
 PRO;P2;Menuiserie Gaëlle;Lyon;contact@gaelle.fr
@@ -119,13 +124,12 @@ class TestServer:
         engine.dispose()
         assert "state in postgresql+asyncpg://postgres@127.0.0.1:5432/" in server.process.output().replace("\n", "")
 
-    def test_serve_registers_the_five_deployments(self, on_server):
+    def test_serve_registers_the_eight_deployments(self, on_server):
         from prefect import get_client
 
         with get_client(sync_client=True) as client:
             names = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in client.read_deployments()}
-        assert {"run-operation/campflow", "apply-specs/campflow", "import-targets/campflow",
-                "import-answers/campflow", "sync-schedules/campflow"} <= names
+        assert set(DEPLOYMENTS) <= names
         assert operation_schedules("sync-schedules/campflow")["campflow-sync"].schedule.interval == \
             dt.timedelta(minutes=15)
 
@@ -343,6 +347,58 @@ def _runs(flow_run_id):
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     return FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+
+
+class TestNetwork:
+    """publish-package and approve-order run by the served process; the reviewer answers with the
+    request the UI's Resume form sends."""
+
+    def test_publish_then_an_order_approved_through_the_resume_form(self, on_server, cli, tmp_path, output_dir):
+        import httpx
+        from prefect import get_client
+        from prefect.deployments import run_deployment
+        from prefect.input.run_input import keyset_from_paused_state
+
+        from campflow import packages
+        from tests.test_orders import VALUES
+        from tests.test_packages import BRIEF, NETWORK
+
+        (tmp_path / "brief.txt").write_text(BRIEF, encoding="utf-8")
+        apply(cli, tmp_path, NETWORK)
+        mailed = output_dir / "notifications"  # no `notifications` channel: .eml files
+        before = set(mailed.glob("*.eml"))
+
+        run = run_deployment("publish-package/campflow", parameters={"package": "PKG-FORM",
+                                                                     "as_operator": "marketing"}, timeout=0)
+        published = final_state(on_server, run.id)
+        assert published.state.type.value == "COMPLETED", published.state.message
+        assert published.name == "publish PKG-FORM"
+        assert scalar("select published_at is not null from package where code = 'PKG-FORM'")
+        to = {email.message_from_bytes(path.read_bytes())["To"] for path in set(mailed.glob("*.eml")) - before}
+        assert {"lyon@store.test", "paris@store.test"} <= to
+
+        outcome = packages.act(packages.create_order, "PKG-FORM", as_="lyon", values=VALUES)
+        order_id, = outcome.order_ids
+        review = run_deployment("approve-order/campflow", parameters={"order": order_id}, timeout=0)
+
+        def paused():
+            with get_client(sync_client=True) as client:
+                found = client.read_flow_run(review.id)
+            return found if found.state.type.value == "PAUSED" else None
+
+        paused_run = wait_for(paused, 120, "approve-order to pause", every=1)
+        with get_client(sync_client=True) as client:
+            keyset = keyset_from_paused_state(paused_run.state)
+            assert client.read_flow_run_input(paused_run.id, keyset["schema"])  # the form the UI draws
+            assert f"## Order {order_id}" in client.read_flow_run_input(paused_run.id, keyset["description"])
+        answer = httpx.post(f"{on_server.api}/flow_runs/{review.id}/resume", timeout=30, json={
+            "run_input": {"decision": "approve", "comment": "Belle vitrine", "reviewer": "marketing"}})
+        assert answer.status_code == 201 and answer.json()["status"] == "ACCEPT", answer.text
+        decided = final_state(on_server, review.id)
+        assert decided.state.type.value == "COMPLETED", decided.state.message
+        assert decided.state.message == f"order {order_id} of LYON for PKG-FORM approved"
+        assert rows("select status, comment, decided_by from package_order where id = :id", id=order_id) == [
+            ("approved", "Belle vitrine", "marketing")]
 
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"

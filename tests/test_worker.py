@@ -8,7 +8,7 @@ import pytest
 from campflow.serving import PROJECT_DIR
 from tests.conftest import free_port, scalar
 from tests.served import CAMPFLOW, base_env, drop_database, final_state, start, start_server, wait_for
-from tests.test_served import apply, load_parties
+from tests.test_served import DEPLOYMENTS, apply, load_parties
 
 SPEC = """kind: Operation
 code: POOL
@@ -43,8 +43,8 @@ def test_deploy_then_a_worker_runs_the_operation(server, database, database_url,
         assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory":
                                           {"directory": str(PROJECT_DIR)}}]
         assert client.read_work_pool("campflow").type == "process"
-        for name in ("apply-specs", "import-targets", "import-answers", "sync-schedules"):
-            assert client.read_deployment_by_name(f"{name}/campflow").work_pool_name == "campflow"
+        for name in DEPLOYMENTS:
+            assert client.read_deployment_by_name(name).work_pool_name == "campflow"
 
     with server.settings():
         load_parties(cli, tmp_path)

@@ -56,16 +56,18 @@ def serve(
     """Run the deployments' flows in this process: scheduled operation runs, the UI's Custom
     runs and Retries (one machine; for several, use `campflow deploy` and `campflow worker`).
 
-    Registers run-operation, apply-specs, import-targets, import-answers and sync-schedules
-    (deployment name `campflow`), syncs the operations' schedules, then waits for work.
+    Registers run-operation, apply-specs, import-targets, import-answers, sync-schedules,
+    publish-package, approve-order and local-approval (deployment name `campflow`), syncs the
+    operations' schedules, then waits for work.
 
     Example: PREFECT_API_URL=http://127.0.0.1:4200/api campflow serve
     """
     from campflow.serving import serve as run
 
     def ready(url: str, changes) -> None:
-        console.print(f"serving run-operation, apply-specs, import-targets, import-answers and sync-schedules "
-                      f"(deployments [bold]*/campflow[/]) on {escape(url)}; Ctrl-C stops")
+        console.print("serving run-operation, apply-specs, import-targets, import-answers, sync-schedules, "
+                      "publish-package, approve-order and local-approval (deployments [bold]*/campflow[/])")
+        console.print(f"on {escape(url)}; Ctrl-C stops")
         _print_changes(changes, as_json=False)
 
     run(limit, ready)
