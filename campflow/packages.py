@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from models.network import ORDER_STATUSES
 
 YES = ("yes", "y", "true", "1", "oui", "o", "on")
 NO = ("no", "n", "false", "0", "non", "off")
+LIVE_STATUSES = ("pending", "approved")  # one per package and entity; rejected or cancelled: order again
 
 
 @dataclass(frozen=True)
@@ -364,7 +365,7 @@ def create_order(session: Session, package_code: str, actor: Actor, values: Mapp
         raise CampflowError(f"registration to package {package.code} closed on "
                             f"{local_time(package, package.registration_deadline)} ({package.timezone})")
     live = session.scalars(select(Order).where(Order.package_id == package.id, Order.entity_id == target.id,
-                                               Order.status != "cancelled")).first()
+                                               Order.status.in_(LIVE_STATUSES))).first()
     if live is not None:
         raise CampflowError(_live_order_message(package, target, live))
     typed = validate_values(package, values or {})
@@ -404,9 +405,6 @@ def _live_order_message(package: Package, entity: Entity, live: Order) -> str:
     if live.status == "approved" and package.approval == "automatic":
         return (f"{entity.code} is already registered to {package.code} (order {live.id}, approved); change its "
                 f"personalisation with `campflow orders edit {live.id} --value FIELD=VALUE`")
-    if live.status == "rejected":
-        return (f"{entity.code}'s order {live.id} for {package.code} was rejected ({live.comment}); "
-                "ask the central entity's reviewers")
     return (f"{entity.code} already has order {live.id} ({live.status}) for {package.code}; change it with "
             f"`campflow orders edit {live.id} --value FIELD=VALUE` or cancel it with "
             f"`campflow orders cancel {live.id}`")
@@ -576,7 +574,7 @@ def order_view(session: Session, order: Order, history: bool = False) -> dict[st
             "entity_label": entity.label, "status": order.status, "values": dict(order.values),
             "comment": order.comment, "created_by": order.created_by, "created_at": order.created_at,
             "decided_by": order.decided_by, "decided_at": order.decided_at,
-            "collaboration": package.collaboration, "approval": package.approval}
+            "collaboration": package.collaboration, "approval": package.approval, "timezone": package.timezone}
     if history:
         view["history"] = [{"at": e.at, "actor": e.actor, "action": e.action, "comment": e.comment,
                             "values": e.values}

@@ -9,19 +9,21 @@ from prefect import flow, get_run_logger
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.states import Completed, State
+from pydantic import Field
 
 from campflow import db, identity, packages
 from campflow.errors import CampflowError
 
 POLL_SECONDS = 2  # how often a paused run checks for its answer
+MAX_ANSWERS = 5  # refused answers before the run gives up
 
 
 class OrderDecision(RunInput):
     """The form behind "Resume" on a paused approve-order run."""
 
-    decision: Literal["approve", "reject"]
-    comment: str = ""
-    reviewer: str  # the login deciding: one of the central entity's operators
+    decision: Literal["approve", "reject"] = Field(description="Approve or reject the order.")
+    comment: str = Field(default="", description="Mailed to the local entity; needed to reject.")
+    reviewer: str = Field(description="Your login: one of the central entity's operators.")
 
 
 @flow(name="publish-package", flow_run_name="publish {package}")
@@ -67,34 +69,54 @@ def approve_order(order: int, timeout_hours: float = 72) -> State:
         A Completed state whose message says what was decided, or that the order had already
         been decided.
 
+    An answer that cannot be taken (a reviewer who is not a central operator, a rejection
+    without comment) pauses the run again with the reason above the form.
+
     Raises:
-        CampflowError: the reviewer is not a central operator, or a rejection has no comment;
-            the order stays pending.
+        CampflowError: five answers were refused; the order stays pending.
     """
     logger = get_run_logger()
-    with db.session() as session:
-        view = packages.order_view(session, packages.find_order(session, order), history=True)
-    if view["status"] != "pending":
-        return _already_decided(order)
-    logger.info("order %s waits for a decision: press Resume on this flow run in the Prefect UI, or run "
-                "`campflow orders approve|reject %s`", order, order)
-    answer = pause_flow_run(wait_for_input=OrderDecision.with_initial_data(
-        description=decision_markdown(view), decision="approve", comment=""),
-        timeout=int(timeout_hours * 3600), poll_interval=POLL_SECONDS)
+    error = ""
+    for _ in range(MAX_ANSWERS):
+        with db.session() as session:
+            view = packages.order_view(session, packages.find_order(session, order), history=True)
+        if view["status"] != "pending":
+            return _already_decided(order)
+        logger.info("order %s waits for a decision: press Resume on this flow run in the Prefect UI, or run "
+                    "`campflow orders approve|reject %s`", order, order)
+        answer = pause_flow_run(wait_for_input=OrderDecision.with_initial_data(
+            description=decision_markdown(view, error), decision="approve", comment=""),
+            timeout=int(timeout_hours * 3600), poll_interval=POLL_SECONDS)
+        try:
+            outcome = _decide(order, answer)
+        except CampflowError as refused:
+            error = str(refused)
+            logger.warning("answer refused: %s", error)
+            continue
+        if outcome is None:
+            return _already_decided(order)
+        packages.deliver(outcome)
+        logger.info(outcome.summary)
+        return Completed(message=outcome.summary)
+    raise CampflowError(f"{MAX_ANSWERS} answers refused for order {order}, which stays pending; last: {error}; "
+                        f"decide it with `campflow orders approve|reject {order}`")
+
+
+def _decide(order: int, answer: OrderDecision) -> packages.Outcome | None:
+    """Apply a form answer in one transaction; None when the order was decided meanwhile.
+
+    Raises:
+        CampflowError: the reviewer is not a central operator, or a rejection has no comment.
+    """
     with db.session() as session:
         if packages.find_order(session, order, lock=True).status != "pending":
-            return _already_decided(order)
-        reviewer = identity.actor(session, answer.reviewer)
+            return None
+        reviewer = identity.actor(session, answer.reviewer.strip())
         if not reviewer.central:
             raise CampflowError(f"reviewer {answer.reviewer!r} acts for {reviewer.entity_code}; only the central "
-                                f"entity's operators decide orders; order {order} stays pending: decide it with "
-                                f"`campflow orders approve|reject {order}` or start `campflow orders review {order}` "
-                                "again")
+                                "entity's operators decide orders: give your own login")
         action = packages.approve_order if answer.decision == "approve" else packages.reject_order
-        outcome = action(session, order, reviewer, comment=answer.comment)
-    packages.deliver(outcome)
-    logger.info(outcome.summary)
-    return Completed(message=outcome.summary)
+        return action(session, order, reviewer, comment=answer.comment)
 
 
 def _already_decided(order: int) -> State:
@@ -105,10 +127,12 @@ def _already_decided(order: int) -> State:
     return Completed(name="Skipped", message=message)
 
 
-def decision_markdown(view: dict[str, Any]) -> str:
-    """The order as the reviewer reads it above the form: package, entity, values, history."""
+def decision_markdown(view: dict[str, Any], error: str = "") -> str:
+    """The order as the reviewer reads it above the form: package, entity, values, history, and
+    why the last answer was refused."""
     cell = lambda value: str(value).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = [f"## Order {view['id']}: {cell(view['entity_label'])} ({view['entity']})",
+    lines = [f"**Answer refused:** {cell(error)}", ""] if error else []
+    lines += [f"## Order {view['id']}: {cell(view['entity_label'])} ({view['entity']})",
              f"orders **{cell(view['package_label'])}** ({view['package']}, {view['collaboration']}).", "",
              "| field | value |", "|---|---|"]
     lines += [f"| {cell(k)} | {cell(v)} |" for k, v in view["values"].items()] or ["| (no values) | |"]

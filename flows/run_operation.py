@@ -31,7 +31,7 @@ from campflow.catalog import load_field_catalog
 from campflow.errors import CampflowError
 from flows.compiler import OperationPlan, StepPlan, compile_operation, thaw
 from tasks import routing
-from tasks.registry import StepContext, step_kind
+from tasks.registry import StepContext, StepKind, step_kind
 
 LOCK_RUN = 2  # advisory lock namespace: one run of an operation at a time
 # the plan of each operation being run in this process, compiled once by its flow run for
@@ -106,7 +106,7 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
         if not (report.entered or report.processed or report.outputs or any(r["routed"] for r in report.routes)) \
                 and report.state != "Skipped":
             report.state = "Skipped"
-            report.reason = report.reason or _idle_reason(report, kind.automated)
+            report.reason = report.reason or _idle_reason(report, kind)
         if dry_run:
             session.rollback()
     return report
@@ -116,7 +116,7 @@ def _run_kind(session, step: StepPlan, kind, op_id: int, step_id: int, operation
               dry_run: bool, report: StepReport, resend_unknown: bool = False) -> None:
     waiting = report.before.get("to_process", 0) + report.entered
     if not kind.automated:
-        report.reason = f"{waiting} parties wait for people (status set / answers import)" if waiting else ""
+        report.reason = _waiting_reason(waiting, kind)
         if kind.run is None or dry_run or not waiting:
             return
     elif kind.run is None:
@@ -132,15 +132,21 @@ def _run_kind(session, step: StepPlan, kind, op_id: int, step_id: int, operation
     outcome = kind.run(session, context)
     report.processed = outcome.processed
     report.outputs = [str(p) for p in outcome.outputs]
+    if not kind.automated:  # the kind may have settled some: say what still waits
+        report.reason = _waiting_reason(routing.status_counts(session, step_id).get("to_process", 0), kind)
     if outcome.message:
         report.reason = "; ".join(filter(None, (report.reason, outcome.message)))
 
 
-def _idle_reason(report: StepReport, automated: bool) -> str:
+def _waiting_reason(waiting: int, kind: StepKind) -> str:
+    return f"{waiting} parties wait for {kind.waits_for}" if waiting else ""
+
+
+def _idle_reason(report: StepReport, kind: StepKind) -> str:
     if not sum(report.after.values()):
         return "no party has reached this step"
-    if not automated and report.after.get("to_process"):
-        return f"{report.after['to_process']} parties wait for people (status set / answers import)"
+    if not kind.automated and report.after.get("to_process"):
+        return _waiting_reason(report.after["to_process"], kind)
     return "nothing to process and no party to route"
 
 

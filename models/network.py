@@ -127,9 +127,9 @@ class Order(Base):
     __tablename__ = "package_order"
     __table_args__ = (
         CheckConstraint(f"status in ({_in(ORDER_STATUSES)})", name="status"),
-        # one live order per package and entity; cancelled ones stay as history
+        # one live order per package and entity; rejected and cancelled ones stay as history
         Index("uq_package_order_live", "package_id", "entity_id", unique=True,
-              postgresql_where="status <> 'cancelled'"),
+              postgresql_where="status in ('pending', 'approved')"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

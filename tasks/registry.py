@@ -48,6 +48,8 @@ class StepKind:
     name: str
     run: Callable[[Session, StepContext], StepOutcome] | None
     automated: bool = True
+    # what the parties a non-automated kind leaves `to_process` wait for, as the funnel says it
+    waits_for: str = "people (status set / answers import)"
     retries: int = 0
     retry_delay_seconds: float = 0
 

@@ -165,6 +165,17 @@ class TestEditAndCancel:
         assert "plus de budget" in body(mail.messages()["review@siege.test"])
         assert order() != order_id
 
+    def test_order_again_after_a_rejection_the_rejected_order_stays(self, window, approvals):
+        rejected = order()
+        with pytest.raises(CampflowError, match=f"LYON already has order {rejected} \\(pending\\)"):
+            order()
+        packages.act(packages.reject_order, rejected, as_="marketing", comment="Vitrine pas prête")
+        again = order()
+        assert again != rejected and (status(rejected), status(again)) == ("rejected", "pending")
+        assert history(rejected) == [("created", "lyon", None), ("rejected", "marketing", "Vitrine pas prête")]
+        with pytest.raises(CampflowError, match=f"LYON already has order {again} \\(pending\\)"):
+            order()  # still one live order at a time
+
     def test_an_approved_manual_order_cannot_be_cancelled_by_the_local_entity(self, window):
         order_id = order()
         packages.act(packages.approve_order, order_id, as_="marketing", now=OPEN)
@@ -359,19 +370,29 @@ class TestApproveOrderFlow:
         assert status(order_id) == "approved"
         assert [action for action, _, _ in history(order_id)] == ["created", "approved"]
 
-    def test_a_local_reviewer_is_refused_and_the_order_stays_pending(self, window):
+    def test_a_refused_answer_pauses_again_with_the_reason_above_the_form(self, window, mail):
+        from prefect.client.orchestration import get_client
         from prefect.flow_runs import resume_flow_run
+        from prefect.input.run_input import keyset_from_paused_state
 
         order_id = order()
         thread, outcome = start_review(order_id)
-        run = paused_run()
-        resume_flow_run(run.id, run_input={"decision": "approve", "reviewer": "lyon"})
+        for answer, reason in (({"decision": "approve", "reviewer": "lyon"},
+                                "reviewer 'lyon' acts for LYON; only the central entity's operators decide orders"),
+                               ({"decision": "reject", "reviewer": "marketing"},
+                                f"rejecting order {order_id} needs a comment telling LYON why")):
+            resume_flow_run(paused_run().id, run_input=answer)
+            run = paused_run()  # paused again
+            with get_client(sync_client=True) as client:
+                description = json.loads(client.read_flow_run_input(
+                    run.id, keyset_from_paused_state(run.state)["description"]))
+            assert description.startswith(f"**Answer refused:** {reason}")
+            assert status(order_id) == "pending" and [a for a, _, _ in history(order_id)] == ["created"]
+        resume_flow_run(run.id, run_input={"decision": "reject", "comment": "Trop tard", "reviewer": "marketing"})
         thread.join(60)
-        state = outcome["state"]
-        assert state.is_failed()
-        with pytest.raises(CampflowError, match="reviewer 'lyon' acts for LYON; only the central entity's operators"):
-            state.result()
-        assert status(order_id) == "pending"
+        assert outcome["state"].is_completed()
+        assert rows("select status, comment, decided_by from package_order") == [("rejected", "Trop tard", "marketing")]
+        assert "Comment: Trop tard" in body(mail.messages()["lyon@store.test"])
 
     def test_an_order_already_decided_is_skipped_at_once(self, window):
         from flows.network import approve_order

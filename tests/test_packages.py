@@ -159,7 +159,8 @@ def mail(smtp, channels, cli):
 
 @pytest.fixture
 def approvals(monkeypatch):
-    """collaboration.on_approved (another engineer's) recorded: (order id, status, login)."""
+    """collaboration.on_approved stands in for a recorder here (its effects are tested in test_collaboration):
+    (order id, status, login)."""
     calls = []
 
     def on_approved(session, order, login):

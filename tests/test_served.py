@@ -150,14 +150,19 @@ class TestSync:
         assert '"action": "unchanged"' in again.out and '"created"' not in again.out
         assert operation_schedules()["operation-FAIR"].id == created.id  # nothing rewritten
 
+        # the daily runs are planned first, so the update must replace runs already there
+        assert wait_for(lambda: scheduled_runs("FAIR"), 60, "the scheduler to plan FAIR's daily runs")
+        assert min(r.expected_start_time for r in scheduled_runs("FAIR")) == dt.datetime(2027, 1, 4, 9, 0,
+                                                                                          tzinfo=PARIS)
         apply(cli, tmp_path, spec.replace('cadence: "daily"', 'cadence: "0 10 * * 1-5"'))
         updated = operation_schedules()["operation-FAIR"]
         assert updated.schedule.rrule == ("DTSTART:20270104T090000\nRRULE:FREQ=DAILY;BYMINUTE=0;BYHOUR=10;"
                                           "BYSECOND=0;BYDAY=MO,TU,WE,TH,FR;UNTIL=20270129T180000")
 
-        assert wait_for(lambda: scheduled_runs("FAIR"), 60, "the scheduler to plan FAIR's runs")
-        assert min(r.expected_start_time for r in scheduled_runs("FAIR")) == dt.datetime(2027, 1, 4, 10, 0,
-                                                                                          tzinfo=PARIS)
+        weekdays_at_ten = lambda: (runs := scheduled_runs("FAIR")) and all(  # noqa: E731
+            r.expected_start_time.astimezone(PARIS).hour == 10 for r in runs) and min(
+            r.expected_start_time for r in runs) == dt.datetime(2027, 1, 4, 10, 0, tzinfo=PARIS)
+        assert wait_for(weekdays_at_ten, 60, "the scheduler to replace FAIR's runs by the weekday 10:00 ones")
 
         finished = apply(cli, tmp_path, spec.replace("in_preparation", "finished"))
         assert "FAIR: schedule removed (state finished)" in finished.out

@@ -6,6 +6,7 @@ reported as an error saying the action itself was recorded)."""
 from __future__ import annotations
 
 import os
+import zoneinfo
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -57,8 +58,17 @@ def _report(outcome: packages.Outcome) -> None:
     console.print(escape(outcome.summary))
 
 
-def _when(value: Any) -> str:
-    return "" if value is None else f"{value:%Y-%m-%d %H:%M}"
+def _when(value: Any, zone: str | None = None) -> str:
+    """A date and time as the package's people read it: in its timezone (UTC when none)."""
+    if value is None:
+        return ""
+    return f"{value.astimezone(zoneinfo.ZoneInfo(zone or 'UTC')):%Y-%m-%d %H:%M}"
+
+
+def _zones(views: list[dict[str, Any]]) -> str:
+    """The title's note of the timezone the dates are shown in."""
+    zones = sorted({v["timezone"] for v in views})
+    return f" (dates in {zones[0]})" if len(zones) == 1 else " (dates in each package's timezone)" if zones else ""
 
 
 # ---------------------------------------------------------------- entities
@@ -121,16 +131,17 @@ def packages_list(as_: AsOption = None, as_json: JsonOption = False) -> None:
         print_json(views)
         return
     if who.central:
-        rows = [(v["code"], v["label"], v["state"], v["collaboration"], v["approval"], _when(v["visible_from"]),
-                 _when(v["visible_until"]), _when(v["registration_deadline"]), ", ".join(v["audience"]),
+        rows = [(v["code"], v["label"], v["state"], v["collaboration"], v["approval"],
+                 _when(v["visible_from"], v["timezone"]), _when(v["visible_until"], v["timezone"]),
+                 _when(v["registration_deadline"], v["timezone"]), ", ".join(v["audience"]),
                  ", ".join(f"{k} {n}" for k, n in sorted(v["orders"].items()))) for v in views]
-        print_table("Packages", ("code", "label", "state", "collaboration", "approval", "visible from",
+        print_table(f"Packages{_zones(views)}", ("code", "label", "state", "collaboration", "approval", "visible from",
                                  "visible until", "deadline", "audience", "orders"), rows)
         return
-    rows = [(v["code"], v["label"], v["state"], v["collaboration"], _when(v["registration_deadline"]),
+    rows = [(v["code"], v["label"], v["state"], v["collaboration"], _when(v["registration_deadline"], v["timezone"]),
              f"{v['my_order']['id']} {v['my_order']['status']}" if v["my_order"] else "")
             for v in views]
-    print_table(f"Packages offered to {who.entity_code}", ("code", "label", "state", "collaboration",
+    print_table(f"Packages offered to {who.entity_code}{_zones(views)}", ("code", "label", "state", "collaboration",
                                                            "deadline", "my order"), rows)
 
 
@@ -153,7 +164,7 @@ def packages_show(
         print_json(view)
         return
     skip = ("form", "description", "documents", "orders", "my_order")
-    rows = [(k, _when(v) if k.endswith(("_from", "_until", "_deadline", "_at")) else
+    rows = [(k, _when(v, view["timezone"]) if k.endswith(("_from", "_until", "_deadline", "_at")) else
              (", ".join(v) if isinstance(v, list) else v)) for k, v in view.items() if k not in skip]
     rows += [("documents", "\n".join(view["documents"])), ("description", view["description"])]
     if view["orders"] is not None:
@@ -262,11 +273,12 @@ def orders_show(order: OrderArgument, as_: AsOption = None, as_json: JsonOption 
     if as_json:
         print_json(view)
         return
-    rows = [(k, _when(v) if k.endswith("_at") else v) for k, v in view.items() if k not in ("values", "history")]
+    rows = [(k, _when(v, view["timezone"]) if k.endswith("_at") else v) for k, v in view.items()
+            if k not in ("values", "history")]
     rows += [(f"value {k}", v) for k, v in view["values"].items()]
     print_table(f"Order {view['id']}", ("field", "value"), rows)
     print_table("History", ("at", "who", "action", "comment", "values"), [
-        (_when(e["at"]), e["actor"], e["action"], e["comment"],
+        (_when(e["at"], view["timezone"]), e["actor"], e["action"], e["comment"],
          ", ".join(f"{k}={x}" for k, x in (e["values"] or {}).items())) for e in view["history"]])
 
 

@@ -314,4 +314,5 @@ No answer is needed.
 """
 
 
-register(StepKind(name="local_approval", run=run, automated=False))
+register(StepKind(name="local_approval", run=run, automated=False,
+                  waits_for="their local entity's approval (campflow approvals)"))
