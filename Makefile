@@ -21,8 +21,10 @@ demo: $(STAMP)
 demo-network: $(STAMP)
 	$(BIN)/python examples/demo_network.py
 
+# two workers (pytest-xdist), each with its own database and Prefect test server; a file's tests stay together
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	-[ -x $(BIN)/campflow ] && env -u CAMPFLOW_DATABASE_URL $(BIN)/campflow db stop
