@@ -24,11 +24,10 @@ from campflow.errors import CampflowError, NotFound
 from campflow.identity import Actor
 from campflow.notify import notify
 from models import Entity, Operation, Order, OrderEvent, Package, PackageAudience
-from models.network import ORDER_STATUSES
+from models.network import LIVE_ORDER_STATUSES, ORDER_STATUSES
 
 YES = ("yes", "y", "true", "1", "oui", "o", "on")
 NO = ("no", "n", "false", "0", "non", "off")
-LIVE_STATUSES = ("pending", "approved")  # one per package and entity; rejected or cancelled: order again
 
 
 @dataclass(frozen=True)
@@ -365,7 +364,7 @@ def create_order(session: Session, package_code: str, actor: Actor, values: Mapp
         raise CampflowError(f"registration to package {package.code} closed on "
                             f"{local_time(package, package.registration_deadline)} ({package.timezone})")
     live = session.scalars(select(Order).where(Order.package_id == package.id, Order.entity_id == target.id,
-                                               Order.status.in_(LIVE_STATUSES))).first()
+                                               Order.status.in_(LIVE_ORDER_STATUSES))).first()
     if live is not None:
         raise CampflowError(_live_order_message(package, target, live))
     typed = validate_values(package, values or {})

@@ -103,10 +103,13 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
         if report.state != "Skipped":
             report.routes = [asdict(r) for r in routing.route(session, plan, step, op_id, ids, catalog)]
         report.after = routing.status_counts(session, step_id)
+        if not kind.automated and not route_only and report.state != "Skipped":
+            report.reason = "; ".join(filter(None, (_waiting_reason(report.after.get("to_process", 0), kind),
+                                                    report.reason)))
         if not (report.entered or report.processed or report.outputs or any(r["routed"] for r in report.routes)) \
                 and report.state != "Skipped":
             report.state = "Skipped"
-            report.reason = report.reason or _idle_reason(report, kind)
+            report.reason = report.reason or _idle_reason(report)
         if dry_run:
             session.rollback()
     return report
@@ -115,8 +118,7 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
 def _run_kind(session, step: StepPlan, kind, op_id: int, step_id: int, operation: str,
               dry_run: bool, report: StepReport, resend_unknown: bool = False) -> None:
     waiting = report.before.get("to_process", 0) + report.entered
-    if not kind.automated:
-        report.reason = _waiting_reason(waiting, kind)
+    if not kind.automated:  # process_step says how many still wait, once the kind ran
         if kind.run is None or dry_run or not waiting:
             return
     elif kind.run is None:
@@ -132,8 +134,6 @@ def _run_kind(session, step: StepPlan, kind, op_id: int, step_id: int, operation
     outcome = kind.run(session, context)
     report.processed = outcome.processed
     report.outputs = [str(p) for p in outcome.outputs]
-    if not kind.automated:  # the kind may have settled some: say what still waits
-        report.reason = _waiting_reason(routing.status_counts(session, step_id).get("to_process", 0), kind)
     if outcome.message:
         report.reason = "; ".join(filter(None, (report.reason, outcome.message)))
 
@@ -142,11 +142,9 @@ def _waiting_reason(waiting: int, kind: StepKind) -> str:
     return f"{waiting} parties wait for {kind.waits_for}" if waiting else ""
 
 
-def _idle_reason(report: StepReport, kind: StepKind) -> str:
+def _idle_reason(report: StepReport) -> str:
     if not sum(report.after.values()):
         return "no party has reached this step"
-    if not kind.automated and report.after.get("to_process"):
-        return _waiting_reason(report.after["to_process"], kind)
     return "nothing to process and no party to route"
 
 

@@ -18,6 +18,7 @@ ENTITY_TYPES = ("central", "local")
 COLLABORATIONS = ("simple", "by_form", "by_campaign", "by_target_approval")
 APPROVAL_MODES = ("manual", "automatic")
 ORDER_STATUSES = ("pending", "approved", "rejected", "cancelled")
+LIVE_ORDER_STATUSES = ("pending", "approved")  # one per package and entity; after the others, order again
 LOCAL_APPROVAL_STATUSES = ("pending", "approved", "expired")
 
 
@@ -129,7 +130,7 @@ class Order(Base):
         CheckConstraint(f"status in ({_in(ORDER_STATUSES)})", name="status"),
         # one live order per package and entity; rejected and cancelled ones stay as history
         Index("uq_package_order_live", "package_id", "entity_id", unique=True,
-              postgresql_where="status in ('pending', 'approved')"),
+              postgresql_where=f"status in ({_in(LIVE_ORDER_STATUSES)})"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
