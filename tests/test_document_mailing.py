@@ -24,7 +24,7 @@ from tasks.registry import StepContext, step_kind
 from tasks.wordmerge import TemplateError, WordTemplate, map_fields, merge_document, template_fields
 from tests.conftest import EXAMPLES, load_files, rows, scalar, target_everyone
 
-WORD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "word"
+WORD = Path(__file__).resolve().parent / "fixtures" / "word"
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 
 PARTIES = """FICHE;TIERS;NOM;ADRESSE;CP;VILLE;PAYS;SECTEUR;STAT(2)
@@ -161,7 +161,7 @@ def statuses(step: str) -> dict[str, str]:
 
 
 class TestWordFixtures:
-    """Each real Word document of shared/fixtures/word, merged with a `fields:` mapping."""
+    """Each real Word document of tests/fixtures/word, merged with a `fields:` mapping."""
 
     @pytest.mark.parametrize(("step", "expected"), [
         ("NL", {"C001": ["M. François Dupré", "5 avenue Foch", "75016 Paris Industrie FR", "Dear François,"],

@@ -14,7 +14,7 @@ from docx import Document
 from tasks.kinds.faxing import normalise_fax
 from tests.conftest import rows
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "word"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "word"
 PARTIES = """FICHE;TIERS;NOM;VILLE;FAX
 PRO;F1;Imprimerie Lefèvre;Paris;01 42 68 53 00
 CLI;F2;Garage de Genève;Genève;+41 44 668 18 00
