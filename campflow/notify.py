@@ -12,7 +12,6 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 
-from blocks.channels import SENT, FileChannel, Outgoing, load_channel
 from campflow.errors import CampflowError
 from tasks.mail import sender_header
 
@@ -32,6 +31,9 @@ def notify(to: Sequence[str], subject: str, body: str, attachments: Sequence[Pat
     addresses = sorted({a.strip() for a in to if a and a.strip()})
     if not addresses:
         return []
+    # Prefect's blocks load here, not at import: the CLI's commands that never notify stay quick.
+    from blocks.channels import SENT, FileChannel, Outgoing, load_channel
+
     channel = load_channel(CHANNEL) or FileChannel()
     header, envelope = sender_header(channel.sender)
     stamp = formatdate(localtime=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -340,3 +342,10 @@ class TestPublishFlow:
         properties = parameter_schema(getattr(flows.network, name).fn).properties
         assert list(properties) == params
         assert all(len(p.get("description", "")) > 10 for p in properties.values()), properties
+
+
+def test_the_cli_loads_prefect_only_for_commands_that_need_it():
+    """Listing packages or orders starts no Prefect: the notifications' block loads when one is sent."""
+    probe = "import sys, campflow.cli, campflow.packages; print(sorted(m for m in sys.modules if m.startswith('prefect')))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
