@@ -67,10 +67,12 @@ class LatestFile(NamedTuple):
 
 
 class ListedParties(NamedTuple):
-    """The first `count` party codes of an entity's list in FIDELITE-2027/A1 (each its own argument)."""
+    """The first `count` party codes of an entity's list in FIDELITE-2027/A1 (each its own argument);
+    with `contact`, also PARTY/CONTACT for the second contact of the next party that has two."""
 
     entity: str
     count: int
+    contact: bool = False
 
 
 Arg = str | OrderOf | LatestFile | ListedParties | Specs
@@ -127,7 +129,11 @@ def resolve(arg: Arg, campflow: Campflow, specs: Path) -> list[str]:
         return [str(max(o["id"] for o in orders if o["entity"] == arg.entity))]
     if isinstance(arg, ListedParties):
         rows = looked_up("approvals", "show", FIDELITE, "A1", "--entity", arg.entity, "--as", "marketing", "--json")
-        return [row["party"] for row in rows[:arg.count]]
+        chosen = [row["party"] for row in rows[:arg.count]]
+        if arg.contact:
+            party = next(row for row in rows[arg.count:] if len(row["contacts"]) > 1)
+            chosen.append(f"{party['party']}/{party['contacts'][1]['code']}")
+        return chosen
     if isinstance(arg, LatestFile):
         return [str(latest(arg.pattern))]
     return [arg]
@@ -175,7 +181,8 @@ def latest(pattern: str) -> Path:
 
 
 def paris_returns_its_list() -> None:
-    """PARIS opens the list it received, writes "no" in KEEP for two customers, sends it back."""
+    """PARIS opens the list it received (a row per contact), writes "no" in KEEP on every row of
+    one customer and on the second contact of another, and sends it back."""
     import openpyxl
 
     sent = latest(f"{FIDELITE}/*/{FIDELITE}-A1-PARIS.xlsx")
@@ -183,13 +190,15 @@ def paris_returns_its_list() -> None:
     book = openpyxl.load_workbook(sent)
     sheet = book.active
     header = next(i for i, row in enumerate(sheet.iter_rows(values_only=True), start=1) if row[0] == "TIERS")
-    removed = []
-    for row in sheet.iter_rows(min_row=header + 1, max_row=header + 2):
+    rows = list(sheet.iter_rows(min_row=header + 1))
+    first = rows[0][0].value
+    second_contacts = [row for row, before in zip(rows[1:], rows) if row[0].value == before[0].value != first]
+    for row in [r for r in rows if r[0].value == first] + second_contacts[:1]:
         row[-1].value = "no"
-        removed.append(row[0].value)
+    contact = second_contacts[0]
     book.save(returned)
-    print(f"(as PARIS would in its spreadsheet program) {sent.name}: KEEP set to no for {', '.join(removed)}, "
-          f"saved as {returned}")
+    print(f"(as PARIS would in its spreadsheet program) {sent.name}: KEEP set to no on every row of {first} and "
+          f"on {contact[0].value}'s contact {contact[2].value}; saved as {returned}")
 
 
 def personalised_subjects() -> None:
@@ -290,8 +299,8 @@ STEPS: list[Step] = [
     ("The notifications written", NOTIFICATIONS.show, True),
     ("The lists, as the head office sees them", ["approvals", "list", FIDELITE, "--as", "marketing"], True),
     ("LYON reads its list", ["approvals", "show", FIDELITE, "A1", "--as", "lyon"], True),
-    ("LYON removes two customers", ["approvals", "remove", FIDELITE, "A1", ListedParties("LYON", 2), "--as", "lyon"],
-     True),
+    ("LYON removes two customers, and one contact (PARTY/CONTACT) of a customer it keeps",
+     ["approvals", "remove", FIDELITE, "A1", ListedParties("LYON", 2, contact=True), "--as", "lyon"], True),
     ("LYON approves what is left", ["approvals", "approve", FIDELITE, "A1", "--as", "lyon"], True),
     ("PARIS answers in the spreadsheet it received", paris_returns_its_list, True),
     ("The returned spreadsheet is read back: its removals applied and the list approved in one go",

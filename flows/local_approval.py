@@ -1,7 +1,7 @@
 """The `local-approval` flow: a local entity answers its list in the Prefect UI.
 
 The flow run pauses with a typed form (`ListApproval`) the UI renders behind "Resume": the
-party codes to remove, whether to approve, and the operator's login. The answer goes through
+party codes (or PARTY/CONTACT for one contact) to remove, whether to approve, and the operator's login. The answer goes through
 the same functions as `campflow approvals remove/approve`, so the same refusals apply; a
 refused answer pauses again with the reason shown above the form.
 """
@@ -29,7 +29,8 @@ SHOWN_PARTIES = 500  # parties listed in the form's description; the rest are co
 class ListApproval(RunInput):
     """A local entity's answer on its list."""
 
-    remove: list[str] = Field(default_factory=list, description="Party codes (TIERS) to remove from the list.")
+    remove: list[str] = Field(default_factory=list, description="Party codes (TIERS) to remove from the list; "
+                              "PARTY/CONTACT (e.g. P001/C2) removes one contact and keeps the party.")
     approve: bool = Field(default=True, description="Approve the list (after the removals).")
     operator: str = Field(default="", description="Your login: an operator of the entity (or of the central one).")
 
@@ -41,11 +42,14 @@ def describe(step: approvals.ApprovalStep, entity: str, rows: list[tuple], error
     lines += [f"## {entity}'s list in {step.place}", "",
               f"{step.operation_label} — {step.step_label}. **Deadline: {step.local(step.deadline)}**; "
               f"parties not approved by then are not contacted.", "",
-              f"{len(rows)} parties, {kept} kept. Put the codes of the parties not to contact in *remove*, "
-              "tick *approve*, give your login in *operator*.", "",
-              "| TIERS | NOM | VILLE | kept |", "|---|---|---|---|"]
-    for _, code, name, city, removed, removed_by, _ in rows[:SHOWN_PARTIES]:
-        cells = (code, name or "", city or "", f"no (removed by {removed_by})" if removed else "yes")
+              f"{len(rows)} parties, {kept} kept. Put the codes of the parties not to contact in *remove* "
+              "(PARTY/CONTACT for one of a party's contacts: the party stays), tick *approve*, give your "
+              "login in *operator*.", "",
+              "| TIERS | NOM | VILLE | CONTACTS | kept |", "|---|---|---|---|---|"]
+    for _, code, name, city, removed, removed_by, _, contacts in rows[:SHOWN_PARTIES]:
+        shown = ", ".join(f"~~{c} {who or ''}~~".replace(" ~~", "~~") if gone else f"{c} {who or ''}".strip()
+                          for c, who, _, gone in contacts)
+        cells = (code, name or "", city or "", shown, f"no (removed by {removed_by})" if removed else "yes")
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     if len(rows) > SHOWN_PARTIES:
         lines.append(f"\n… and {len(rows) - SHOWN_PARTIES} more: `campflow approvals show` lists them all.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, ForeignKeyConstraint, Index, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -191,3 +191,20 @@ class LocalApprovalParty(Base):
     entity_id: Mapped[int] = mapped_column(ForeignKey("entity.id"), index=True)
     removed: Mapped[bool] = mapped_column(server_default="false")
     removed_by: Mapped[str | None]
+
+
+class LocalApprovalContact(Base):
+    """A contact its local entity removed from a party it keeps: the party is still contacted,
+    not this person. Removing every listed contact of a party removes the party instead."""
+
+    __tablename__ = "local_approval_contact"
+    __table_args__ = (
+        ForeignKeyConstraint(["step_id", "party_id"], ["local_approval_party.step_id", "local_approval_party.party_id"],
+                             ondelete="CASCADE"),
+    )
+
+    step_id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), primary_key=True)
+    party_id: Mapped[int]
+    removed_by: Mapped[str]
+    removed_at: Mapped[dt.datetime] = created_at_column()

@@ -3,7 +3,8 @@
 A `local_approval` step splits its parties with a distribution (a party field's value → a
 local entity, with an optional limit), records each entity's list (`local_approval_party`)
 and its approval (`local_approval`: pending, approved, expired), then waits: each entity
-removes parties and approves its list — by the CLI, a returned spreadsheet or the Prefect UI
+removes parties, or single contacts of the parties it keeps (`local_approval_contact`), and
+approves its list — by the CLI, a returned spreadsheet or the Prefect UI
 form, all through the functions below — before the deadline. Later runs of the step move
 approved parties on and drop the rest at the deadline (`settle`). Everything on parties is
 set-based; only entities (a handful per step) are looped over.
@@ -34,7 +35,16 @@ from tasks.registry import StepContext
 # store may simply blank out the rows it does not want.
 KEEP_WORDS = ("yes", "oui", "y", "o", "1", "x", "true", "vrai", "keep", "garder")
 REMOVE_WORDS = ("no", "non", "n", "0", "false", "faux", "remove", "removed", "supprimer", "retirer")
-LIST_COLUMNS = {"party": ["TIERS", "PARTY", "CODE"], "keep": ["KEEP", "GARDER"]}
+LIST_COLUMNS = {"party": ["TIERS", "PARTY", "CODE"], "contact": ["CONTACT"], "keep": ["KEEP", "GARDER"]}
+
+# The contacts a list shows for each of its parties: those the operation targets when it
+# targets any of the party's contacts, else all of them — the ones its e-mail and phoning
+# steps would reach. Parameters :step and :op.
+LISTED_CONTACTS = """
+    select c.id, c.party_id, c.code from contact c
+    join local_approval_party lp on lp.step_id = :step and lp.party_id = c.party_id
+    where exists (select from operation_target_contact t where t.operation_id = :op and t.contact_id = c.id)
+       or not exists (select from operation_target_contact t where t.operation_id = :op and t.party_id = c.party_id)"""
 
 VALUES = table("local_value", column("party_id", Integer), column("code", Text), column("value", Text),
                schema="pg_temp")
@@ -234,6 +244,7 @@ class Settled:
     removed: int = 0  # removed by their entity (excluded)
     expired_entities: tuple[str, ...] = ()
     dropped: int = 0  # not approved before the deadline (excluded)
+    contacts_removed: int = 0  # contacts taken off parties that moved on
 
 
 def settle(session: Session, step: ApprovalStep, now: dt.datetime) -> Settled:
@@ -257,6 +268,7 @@ def settle(session: Session, step: ApprovalStep, now: dt.datetime) -> Settled:
         update local_approval la set status = 'expired' from entity e
         where la.step_id = :step and la.status = 'pending' and la.deadline <= :now and e.id = la.entity_id
         returning e.code"""), {"step": step.step_id, "now": now}))
+    contacts = drop_removed_contacts(session, step)
     moved = dict(session.execute(text("""
         with decided as (
             update step_target st
@@ -278,7 +290,44 @@ def settle(session: Session, step: ApprovalStep, now: dt.datetime) -> Settled:
         join local_approval la on la.step_id = lap.step_id and la.entity_id = lap.entity_id
         join entity e on e.id = la.entity_id
         where lap.step_id = :step and la.status = 'expired'""", {"zone": step.timezone})
-    return Settled(late, moved.get("ok_continue", 0), moved.get("excluded", 0), expired, dropped)
+    return Settled(late, moved.get("ok_continue", 0), moved.get("excluded", 0), expired, dropped, contacts)
+
+
+def drop_removed_contacts(session: Session, step: ApprovalStep) -> int:
+    """Take the contacts removed by their entity off the operation's target, for the kept parties
+    of approved lists about to move on: each such party's targeted contacts become its listed ones
+    but those, so the later steps (routing copies the targeted contacts) reach only the others."""
+    params = {"step": step.step_id, "op": step.operation_id}
+    session.execute(text("drop table if exists pg_temp.local_touched"))
+    session.execute(text("""
+        create temporary table local_touched on commit drop as
+        select distinct lac.party_id from local_approval_contact lac
+        join local_approval_party lap on lap.step_id = lac.step_id and lap.party_id = lac.party_id and not lap.removed
+        join local_approval la on la.step_id = lap.step_id and la.entity_id = lap.entity_id and la.status = 'approved'
+        join step_target st on st.step_id = lap.step_id and st.party_id = lap.party_id and st.status = 'to_process'
+        where lac.step_id = :step"""), params)
+    session.execute(text(f"""
+        insert into operation_target_contact (operation_id, contact_id, party_id)
+        select :op, l.id, l.party_id from ({LISTED_CONTACTS}) l
+        join pg_temp.local_touched t on t.party_id = l.party_id
+        where not exists (select from local_approval_contact x where x.step_id = :step and x.contact_id = l.id)
+        order by l.id on conflict do nothing"""), params)
+    session.execute(text("""
+        delete from operation_target_contact otc using local_approval_contact lac, pg_temp.local_touched t
+        where otc.operation_id = :op and lac.step_id = :step and lac.party_id = t.party_id
+          and otc.contact_id = lac.contact_id"""), params)
+    dropped = session.scalar(text("""
+        select count(*) from local_approval_contact lac join pg_temp.local_touched t on t.party_id = lac.party_id
+        where lac.step_id = :step"""), params)
+    session.execute(text("""
+        update step_target_contact stc set status = 'excluded', processed_at = now(),
+               reason = 'removed by ' || e.code || ' (' || lac.removed_by || ')'
+        from local_approval_contact lac, pg_temp.local_touched t, local_approval_party lap, entity e
+        where stc.step_id = :step and lac.step_id = :step and lac.party_id = t.party_id
+          and stc.contact_id = lac.contact_id and lap.step_id = :step and lap.party_id = lac.party_id
+          and e.id = lap.entity_id"""), params)
+    session.execute(text("drop table pg_temp.local_touched"))
+    return dropped
 
 
 @dataclass(frozen=True)
@@ -300,6 +349,7 @@ class EntityList:
     parties: int
     removed: int
     waiting: int  # parties still to_process in the step
+    contacts_removed: int  # contacts taken off the parties kept
 
     @property
     def kept(self) -> int:
@@ -310,7 +360,10 @@ _LISTS_SQL = """
     select la.id, e.id, e.code, e.label, e.emails, e.operators, la.status, la.deadline, la.sent_at,
            la.reminders_sent, la.approved_by, la.approved_at,
            count(lap.party_id), count(lap.party_id) filter (where lap.removed),
-           count(lap.party_id) filter (where st.status = 'to_process')
+           count(lap.party_id) filter (where st.status = 'to_process'),
+           (select count(*) from local_approval_contact lac
+            join local_approval_party kept on kept.step_id = lac.step_id and kept.party_id = lac.party_id
+            where lac.step_id = la.step_id and kept.entity_id = la.entity_id and not kept.removed)
     from local_approval la
     join entity e on e.id = la.entity_id
     left join local_approval_party lap on lap.step_id = la.step_id and lap.entity_id = la.entity_id
@@ -351,10 +404,12 @@ class ListChange:
     operation: str
     step: str
     entity: str
-    changed: tuple[str, ...] = ()  # party codes removed or restored
+    changed: tuple[str, ...] = ()  # party codes (PARTY/CONTACT for a contact) removed or restored
     approved: bool = False
     parties: int = 0
     removed: int = 0
+    contacts_removed: int = 0
+    emptied: tuple[str, ...] = ()  # parties removed because none of their contacts was left
 
     @property
     def kept(self) -> int:
@@ -404,38 +459,101 @@ def require_open(step: ApprovalStep, found: EntityList, now: dt.datetime) -> Non
 
 def change_parties(session: Session, step: ApprovalStep, actor: Actor, codes: list[str], *, removed: bool,
                    entity: str | None = None, now: dt.datetime | None = None) -> list[ListChange]:
-    """Remove (or restore) parties from their entity's list; all refused if one may not be."""
+    """Remove (or restore) parties, or single contacts written PARTY/CONTACT, from their entity's
+    list; all refused if one may not be.
+
+    Removing a party's last listed contact removes the party; restoring a contact restores its
+    party; restoring a party puts back all its contacts.
+    """
     now = now or clock()
-    if not codes:
-        raise CampflowError("name at least one party code (TIERS)")
+    tokens = list(dict.fromkeys(c.strip() for c in codes if c and c.strip()))
+    if not tokens:
+        raise CampflowError("name at least one party code (TIERS), or PARTY/CONTACT for one of its contacts")
     lists = _lock_lists(session, step)
     only = entity_id_of(session, entity) if entity else (None if actor.central else actor.entity_id)
     if only is not None:
         actor.require(only, f"{entity or actor.entity_code}'s list in {step.place}")
-    found = dict(session.execute(text("""
-        select c.code, lap.entity_id from unnest(cast(:codes as text[])) c(code)
-        join party p on p.code = c.code
-        join local_approval_party lap on lap.step_id = :step and lap.party_id = p.id"""),
-        {"codes": codes, "step": step.step_id}).all())
+    wanted = sorted(set(tokens) | {t.rsplit("/", 1)[0] for t in tokens if "/" in t})
+    members = {code: (party_id, entity_id) for code, party_id, entity_id in session.execute(text("""
+        select p.code, lap.party_id, lap.entity_id from local_approval_party lap join party p on p.id = lap.party_id
+        where lap.step_id = :step and p.code = any(cast(:codes as text[]))"""),
+        {"step": step.step_id, "codes": wanted}) if only is None or entity_id == only}
+    listed = listed_contacts(session, step, [pid for pid, _ in members.values()])
+    parties, contacts, missing, strangers = [], {}, [], []
+    for token in tokens:
+        party_code, _, contact_code = token.rpartition("/") if token not in members else (token, "", "")
+        if party_code not in members:
+            missing.append(token)
+        elif not contact_code:
+            parties.append(token)
+        elif contact_code not in listed.get(members[party_code][0], {}):
+            strangers.append((token, party_code))
+        else:
+            contacts[token] = (members[party_code][0], listed[members[party_code][0]][contact_code])
     whose = f"{entity or actor.entity_code}'s list" if only is not None else "any list"
-    missing = [c for c in dict.fromkeys(codes) if c not in found or (only is not None and found[c] != only)]
+    problems = []
     if missing:
-        raise NotFound(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in {whose} of "
-                       f"{step.place}; see `campflow approvals show {step.operation_code} {step.step_code}`")
-    for entity_id in sorted(set(found.values())):
+        problems.append(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in {whose} of {step.place}")
+    for token, party_code in strangers:
+        known = ", ".join(sorted(listed.get(members[party_code][0], {}))) or "none"
+        problems.append(f"{token}: {party_code} has no such contact in the list (its contacts: {known})")
+    if problems:
+        raise NotFound("; ".join(problems) + f"; see `campflow approvals show {step.operation_code} "
+                       f"{step.step_code}`")
+    touched = {members[t.rpartition("/")[0] if t in contacts else t][1] for t in parties + list(contacts)}
+    for entity_id in sorted(touched):
         require_open(step, lists[entity_id], now)
-    session.execute(text("""
-        update local_approval_party lap set removed = :removed, removed_by = case when :removed then :login end
-        from party p
-        where lap.step_id = :step and p.id = lap.party_id and p.code = any(cast(:codes as text[]))"""),
-        {"removed": removed, "login": actor.login, "step": step.step_id, "codes": codes})
+    party_ids = [members[c][0] for c in parties]
+    params = {"step": step.step_id, "login": actor.login, "parties": party_ids,
+              "contacts": [cid for _, cid in contacts.values()], "owners": [pid for pid, _ in contacts.values()]}
+    emptied: list[int] = []
+    if removed:
+        session.execute(text("""
+            update local_approval_party set removed = true, removed_by = :login
+            where step_id = :step and party_id = any(cast(:parties as int[]))"""), params)
+        session.execute(text("""
+            insert into local_approval_contact (step_id, contact_id, party_id, removed_by)
+            select :step, c, p, :login from unnest(cast(:contacts as int[]), cast(:owners as int[])) x(c, p)
+            on conflict do nothing"""), params)
+        emptied = [pid for (pid,) in session.execute(text(f"""
+            update local_approval_party lap set removed = true, removed_by = :login
+            where lap.step_id = :step and lap.party_id = any(cast(:owners as int[])) and not lap.removed
+              and not exists (select from ({LISTED_CONTACTS}) l where l.party_id = lap.party_id
+                              and not exists (select from local_approval_contact x
+                                              where x.step_id = :step and x.contact_id = l.id))
+            returning lap.party_id"""), params | {"op": step.operation_id})]
+    else:
+        session.execute(text("""
+            delete from local_approval_contact
+            where step_id = :step and (party_id = any(cast(:parties as int[])) or contact_id = any(cast(:contacts as int[])))
+            """), params)
+        session.execute(text("""
+            update local_approval_party set removed = false, removed_by = null
+            where step_id = :step and (party_id = any(cast(:parties as int[])) or party_id = any(cast(:owners as int[])))
+            """), params)
+    codes_of = {pid: code for code, (pid, _) in members.items()}
     changes = []
-    for entity_id in sorted(set(found.values())):
+    for entity_id in sorted(touched):
         after = entity_lists(session, step.step_id, entity_id)[0]
-        changes.append(ListChange(step.operation_code, step.step_code, after.entity_code,
-                                  tuple(sorted(c for c in set(codes) if found[c] == entity_id)),
-                                  parties=after.parties, removed=after.removed))
+        mine = [t for t in parties + list(contacts)
+                if members[t.rpartition("/")[0] if t in contacts else t][1] == entity_id]
+        changes.append(ListChange(step.operation_code, step.step_code, after.entity_code, tuple(sorted(mine)),
+                                  parties=after.parties, removed=after.removed,
+                                  contacts_removed=after.contacts_removed,
+                                  emptied=tuple(sorted(codes_of[p] for p in emptied
+                                                       if members[codes_of[p]][1] == entity_id))))
     return changes
+
+
+def listed_contacts(session: Session, step: ApprovalStep, party_ids: list[int]) -> dict[int, dict[str, int]]:
+    """The listed contacts of those parties: party id → contact code → contact id."""
+    found: dict[int, dict[str, int]] = {}
+    for contact_id, party_id, code in session.execute(text(f"""
+            select l.id, l.party_id, l.code from ({LISTED_CONTACTS}) l
+            where l.party_id = any(cast(:parties as int[]))"""),
+            {"step": step.step_id, "op": step.operation_id, "parties": party_ids}):
+        found.setdefault(party_id, {})[code] = contact_id
+    return found
 
 
 def approve(session: Session, step: ApprovalStep, actor: Actor, entity: str | None = None,
@@ -447,12 +565,17 @@ def approve(session: Session, step: ApprovalStep, actor: Actor, entity: str | No
     session.execute(text("update local_approval set status = 'approved', approved_by = :login, approved_at = :now "
                          "where id = :id"), {"login": actor.login, "now": now, "id": found.approval_id})
     return ListChange(step.operation_code, step.step_code, found.entity_code, approved=True,
-                      parties=found.parties, removed=found.removed)
+                      parties=found.parties, removed=found.removed, contacts_removed=found.contacts_removed)
 
 
 def import_list(session: Session, step: ApprovalStep, actor: Actor, path: Path, entity: str | None = None,
                 now: dt.datetime | None = None) -> ListChange:
-    """Read a returned list: KEEP says which parties stay; then approve the list. All or nothing."""
+    """Read a returned list, then approve it; all or nothing.
+
+    The list has a row per listed contact (a party without contacts has one row, CONTACT
+    blank). KEEP says which contacts stay; a party whose rows all say no is removed. A sheet
+    without the CONTACT column (or a party's single row with CONTACT blank) decides per party.
+    """
     now = now or clock()
     found = chosen_list(session, step, actor, entity)
     require_open(step, found, now)
@@ -460,61 +583,95 @@ def import_list(session: Session, step: ApprovalStep, actor: Actor, path: Path, 
         select p.code, lap.party_id from local_approval_party lap join party p on p.id = lap.party_id
         where lap.step_id = :step and lap.entity_id = :entity"""),
         {"step": step.step_id, "entity": found.entity_id}).all())
-    decided: dict[str, bool] = {}  # party code → removed
-    seen: set[str] = set()
+    listed = listed_contacts(session, step, list(codes.values()))
+    answers: dict[str, dict[str, bool]] = {}  # party code → contact code ("" for the party) → keep
+    seen: dict[str, set[str]] = {}  # the rows met, good or bad: party code → contact codes
     problems: list[Problem] = []
     with open_sheet(path, aliases=LIST_COLUMNS, required=("party", "keep"), keep_other=True) as sheet:
         for number, row in sheet.rows():
             place = f"{path.name} row {number}"
             code, keep = row.get("party"), (row.get("keep") or "").strip().lower()
-            if code in codes and code in seen:
-                problems.append(Problem(place, f"{code} is listed twice; keep one row per party"))
-                continue
-            seen.add(code or "")
+            contact = (row.get("contact") or "").strip()
+            mine = seen.get(code or "", set())
             if not code:
                 problems.append(Problem(place, "TIERS is empty; give the party's code as in the list sent"))
             elif code not in codes:
                 problems.append(Problem(place, f"{code} is not in {found.entity_code}'s list of {step.place}; "
                                                "remove the row (only the list sent can come back)"))
-            elif keep and keep not in KEEP_WORDS and keep not in REMOVE_WORDS:
-                problems.append(Problem(place, f"KEEP must say yes (keep) or no (remove) — also "
-                                               f"{', '.join(KEEP_WORDS[1:])} / {', '.join(REMOVE_WORDS[1:])}, "
-                                               f"or blank to remove; got {row.get('keep')!r}"))
+            elif contact and contact not in listed.get(codes[code], {}):
+                seen.setdefault(code, set())  # its other rows are still expected
+                known = ", ".join(sorted(listed.get(codes[code], {}))) or "none"
+                problems.append(Problem(place, f"{code}/{contact}: {code} has no such contact in the list (its "
+                                               f"contacts: {known}); keep the CONTACT codes as sent"))
+            elif contact in mine or (mine and (contact == "" or "" in mine)):
+                problems.append(Problem(place, f"{code}{'/' + contact if contact else ''} is listed twice; "
+                                               "keep one row per contact (or one per party)"))
             else:
-                decided[code] = keep not in KEEP_WORDS
-    absent = sorted(set(codes) - seen)
+                seen.setdefault(code, set()).add(contact)
+                if keep and keep not in KEEP_WORDS and keep not in REMOVE_WORDS:
+                    problems.append(Problem(place, f"KEEP must say yes (keep) or no (remove) — also "
+                                                   f"{', '.join(KEEP_WORDS[1:])} / {', '.join(REMOVE_WORDS[1:])}, "
+                                                   f"or blank to remove; got {row.get('keep')!r}"))
+                else:
+                    answers.setdefault(code, {})[contact] = keep in KEEP_WORDS
+    absent = sorted(set(codes) - set(seen))
+    absent += sorted(f"{code}/{c}" for code, given in seen.items() if "" not in given
+                     for c in set(listed.get(codes[code], {})) - given)
     if absent:
         shown = ", ".join(absent[:10]) + (f" and {len(absent) - 10} more" if len(absent) > 10 else "")
         problems.append(Problem(path.name, f"the rows of {shown} are missing; a returned list keeps every row "
-                                           "(write no in KEEP to remove a party)"))
+                                           "(write no in KEEP to remove a party or a contact)"))
     if problems:
         raise ImportRejected(problems, f"nothing was changed and {found.entity_code}'s list is not approved; "
                                        "fix the file and import it again")
+    removed_parties = {code for code, given in answers.items() if not any(given.values())}
+    removed_contacts = {(codes[code], listed[codes[code]][c]): f"{code}/{c}" for code, given in answers.items()
+                        if code not in removed_parties for c, keep in given.items() if c and not keep}
     session.execute(text("""
         update local_approval_party lap set removed = d.removed,
                removed_by = case when d.removed then coalesce(case when lap.removed then lap.removed_by end, :login) end
         from unnest(cast(:ids as int[]), cast(:removed as boolean[])) d(party_id, removed)
         where lap.step_id = :step and lap.party_id = d.party_id"""),
-        {"ids": [codes[c] for c in decided], "removed": list(decided.values()), "login": actor.login,
+        {"ids": list(codes.values()), "removed": [c in removed_parties for c in codes], "login": actor.login,
          "step": step.step_id})
+    session.execute(text("""
+        delete from local_approval_contact lac
+        where lac.step_id = :step and lac.party_id = any(cast(:parties as int[]))
+          and lac.contact_id <> all(cast(:contacts as int[]))"""),
+        {"step": step.step_id, "parties": list(codes.values()), "contacts": [c for _, c in removed_contacts]})
+    session.execute(text("""
+        insert into local_approval_contact (step_id, contact_id, party_id, removed_by)
+        select :step, c, p, :login from unnest(cast(:contacts as int[]), cast(:owners as int[])) x(c, p)
+        on conflict do nothing"""),
+        {"step": step.step_id, "login": actor.login, "contacts": [c for _, c in removed_contacts],
+         "owners": [p for p, _ in removed_contacts]})
     change = approve(session, step, actor, found.entity_code, now)
     return ListChange(change.operation, change.step, change.entity,
-                      tuple(sorted(c for c, r in decided.items() if r)), True, len(codes), sum(decided.values()))
+                      tuple(sorted(removed_parties) + sorted(removed_contacts.values())), True, len(codes),
+                      len(removed_parties), len(removed_contacts))
 
 
 def list_rows(session: Session, step: ApprovalStep, actor: Actor | None, entity: str | None = None) -> list[tuple]:
     """The parties of the lists an actor may see (None: the system, all): entity, code, name, city,
-    removed, removed_by, status in the step."""
+    removed, removed_by, status in the step, and the listed contacts as (code, name, function,
+    removed) lists."""
     entity_id = entity_id_of(session, entity) if entity else (None if actor is None or actor.central
                                                                else actor.entity_id)
     if entity_id is not None and actor is not None:
         actor.require(entity_id, f"{entity or actor.entity_code}'s list in {step.place}")
     where = "and lap.entity_id = :entity" if entity_id is not None else ""
     return [tuple(r) for r in session.execute(text(f"""
-        select e.code, p.code, p.name, p.city, lap.removed, lap.removed_by, st.status
+        select e.code, p.code, p.name, p.city, lap.removed, lap.removed_by, st.status,
+               (select coalesce(jsonb_agg(jsonb_build_array(
+                           l.code, nullif(concat_ws(' ', c.first_name, c.last_name), ''), c.function,
+                           x.contact_id is not null) order by l.code), '[]')
+                from ({LISTED_CONTACTS}) l join contact c on c.id = l.id
+                left join local_approval_contact x on x.step_id = :step and x.contact_id = l.id
+                where l.party_id = lap.party_id)
         from local_approval_party lap join party p on p.id = lap.party_id join entity e on e.id = lap.entity_id
         left join step_target st on st.step_id = lap.step_id and st.party_id = lap.party_id
-        where lap.step_id = :step {where} order by e.code, p.code"""), {"step": step.step_id, "entity": entity_id})]
+        where lap.step_id = :step {where} order by e.code, p.code"""),
+        {"step": step.step_id, "entity": entity_id, "op": step.operation_id})]
 
 
 def operation_lists(session: Session, operation: str, actor: Actor, step: str | None = None

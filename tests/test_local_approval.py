@@ -32,8 +32,10 @@ PRO;P09;Librairie Nantaise;Nantes;;
 PRO;P10;Crêperie du Port;Nantes;;
 PRO;P11;Bar de la Marine;Brest;;
 """
-CONTACTS = """TIERS;CONTACT;NOM;PRENOM;FONCTION
-P01;C1;Lefèvre;Hélène;DIRECTION
+CONTACTS = """TIERS;CONTACT;NOM;PRENOM;FONCTION;EMAIL
+P01;C1;Lefèvre;Hélène;DIRECTION;helene@p01.example
+P03;C1;Durand;Paul;ACHATS;paul@p03.example
+P03;C2;Morel;Claire;DIRECTION;claire@p03.example
 """
 NETWORK = """kind: Entity
 code: HQ
@@ -98,6 +100,21 @@ steps:
     label: Rapport aux magasins
     kind: local_approval
     local_approval: {{distribution: STORES, deadline: 2027-01-10T18:00, report: true}}
+"""
+MAILING = """kind: Operation
+code: LOCALMAIL
+label: Invitation aux contacts validés
+timezone: Europe/Paris
+party_kinds: [prospect, client]
+steps:
+  - code: A1
+    label: Validation par les magasins
+    kind: local_approval
+    local_approval: {distribution: STORES, deadline: 2027-01-10T18:00}
+  - code: E1
+    label: Invitation
+    kind: emailing
+    email: {subject: "Invitation", body: invite.j2, channel: notifications, contacts: {functions: [ACHATS, DIRECTION]}}
 """
 ADDRESSES = {"LYON": "lyon@stores.example", "PARIS": "paris@stores.example", "NANTES": "nantes@stores.example"}
 
@@ -172,6 +189,13 @@ def attachment(message) -> tuple[str, bytes]:
     return part.get_filename(), part.get_content()
 
 
+def received_list(smtp, store: str, path: Path) -> tuple[Path, openpyxl.Workbook]:
+    """The list a store was mailed, saved to `path` and opened, as the store would answer in it."""
+    _, content = attachment(smtp.messages()[f"{store}@stores.example"])
+    path.write_bytes(content)
+    return path, openpyxl.load_workbook(path)
+
+
 def run_all() -> dict[str, dict]:
     from flows.run_operation import run_operation
 
@@ -204,7 +228,7 @@ class TestLists:
         lyon = messages["lyon@stores.example"]
         assert "3 parties to approve for LYON before 2027-01-10 18:00 (Europe/Paris)" in lyon["Subject"]
         body = lyon.get_body(("plain",)).get_content()
-        for line in ("campflow approvals remove LOCAL A1 PARTY_CODE [PARTY_CODE…] --as lyon1",
+        for line in ("campflow approvals remove LOCAL A1 PARTY_CODE [PARTY_CODE/CONTACT_CODE…] --as lyon1",
                      "campflow approvals approve LOCAL A1 --as lyon1",
                      "campflow approvals import LOCAL A1 LOCAL-A1-LYON.xlsx --as lyon1",
                      "campflow approvals review LOCAL A1 --entity LYON", '"local-approval"'):
@@ -215,9 +239,11 @@ class TestLists:
         sheet = openpyxl.load_workbook(tmp_path / name)["Liste"]
         values = list(sheet.iter_rows(values_only=True))
         assert "before 2027-01-10 18:00 (Europe/Paris)" in values[0][0]
-        assert values[2] == ("TIERS", "NOM", "CONTACT", "FONCTION", "ADRESSE", "CP", "VILLE", "EMAIL", "TEL", "KEEP")
-        assert [r[0] for r in values[3:]] == ["P01", "P02", "P03"]
-        assert values[3][:4] == ("P01", "Boulangerie Lefèvre", "Hélène Lefèvre", "DIRECTION")
+        assert values[2] == ("TIERS", "NOM", "CONTACT", "NOM DU CONTACT", "FONCTION", "ADRESSE", "CP", "VILLE",
+                             "EMAIL", "TEL", "KEEP")
+        # a row per contact; a party without contacts has one row
+        assert [(r[0], r[2]) for r in values[3:]] == [("P01", "C1"), ("P02", None), ("P03", "C1"), ("P03", "C2")]
+        assert values[3][:5] == ("P01", "Boulangerie Lefèvre", "C1", "Hélène Lefèvre", "DIRECTION")
         assert values[4][1] == "'=HYPERLIEN(\"x\")"  # formula injection made inert
         assert {r[-1] for r in values[3:]} == {"yes"}
         assert sheet.data_validations.dataValidation[0].formula1 == '"yes,no"'
@@ -238,11 +264,8 @@ class TestLists:
         assert "P02 removed from LYON's list: 2 kept, 1 removed of 3" in result.out
         assert cli("approvals", "approve", "LOCAL", "A1", "--as", "lyon1").code == 0
         # PARIS answers with the spreadsheet it received
-        _, content = attachment(smtp.messages()["paris@stores.example"])
-        path = tmp_path / "LOCAL-A1-PARIS.xlsx"
-        path.write_bytes(content)
-        book = openpyxl.load_workbook(path)
-        book["Liste"]["J5"] = "non"  # P07
+        path, book = received_list(smtp, "paris", tmp_path / "LOCAL-A1-PARIS.xlsx")
+        book["Liste"]["K5"] = "non"  # P07
         book.save(path)
         result = cli("approvals", "import", "LOCAL", "A1", path, "--as", "paris1")
         assert result.code == 0, result.err
@@ -336,7 +359,7 @@ class TestUiForm:
 
         run = paused_run()
         shown = form_description(run)
-        assert "NANTES's list in LOCAL/A1" in shown and "| P09 | Librairie Nantaise | Nantes | yes |" in shown
+        assert "NANTES's list in LOCAL/A1" in shown and "| P09 | Librairie Nantaise | Nantes |  | yes |" in shown
         assert "**Deadline: 2027-01-10 18:00 (Europe/Paris)**" in shown
         # another store's operator is refused: the run pauses again, nothing changed
         resume_flow_run(run.id, run_input={"remove": ["P09"], "approve": True, "operator": "lyon1"})
@@ -361,7 +384,7 @@ class TestUiForm:
             step = find_step(session, "LOCAL", "A1")
             text = describe(step, "LYON", list_rows(session, step, None, "LYON"))
         assert "**Deadline: 2027-01-10 18:00 (Europe/Paris)**" in text
-        assert "| P01 | Boulangerie Lefèvre | Lyon | yes |" in text
+        assert "| P01 | Boulangerie Lefèvre | Lyon | C1 Hélène Lefèvre | yes |" in text
         form = ListApproval.with_initial_data(description=text, remove=[], approve=True, operator="")
         assert set(form.model_json_schema()["properties"]) == {"remove", "approve", "operator"}
 
@@ -436,14 +459,11 @@ class TestRefusals:
         assert removed_flags()["P03"] == (False, None) and removed_flags()["P01"] == (True, "lyon1")
 
     def test_a_malformed_returned_spreadsheet_is_refused_by_row(self, sent, cli, smtp, tmp_path):
-        _, content = attachment(smtp.messages()["lyon@stores.example"])
-        path = tmp_path / "retour.xlsx"
-        path.write_bytes(content)
-        book = openpyxl.load_workbook(path)
+        path, book = received_list(smtp, "lyon", tmp_path / "retour.xlsx")
         sheet = book["Liste"]
-        sheet["J4"] = "peut-être"  # P01, row 4
+        sheet["K4"] = "peut-être"  # P01, row 4
         sheet["A5"] = "P07"  # another store's party, row 5
-        sheet["J6"] = "no"  # P03 removed: must not be applied
+        sheet["K6"] = "no"  # P03/C1 removed: must not be applied
         book.save(path)
         result = cli("approvals", "import", "LOCAL", "A1", path, "--as", "lyon1")
         assert result.code == 1
@@ -457,3 +477,120 @@ class TestRefusals:
     def test_a_report_step_is_not_a_list_to_approve(self, sent, cli):
         result = cli("approvals", "approve", "LOCAL", "R1", "--as", "lyon1")
         assert result.code == 1 and "only reports to local entities" in result.err
+
+
+def contacts_removed() -> dict[str, str]:
+    return {f"{p}/{c}": by for p, c, by in rows(
+        """select p.code, c.code, lac.removed_by from local_approval_contact lac join contact c on c.id = lac.contact_id
+           join party p on p.id = lac.party_id order by 1, 2""")}
+
+
+def targeted_contacts(step: str | None = None) -> set[str]:
+    """The operation's targeted contacts, or the contacts entered in one step."""
+    if step is None:
+        return {f"{p}/{c}" for p, c in rows(
+            """select p.code, c.code from operation_target_contact t join contact c on c.id = t.contact_id
+               join party p on p.id = t.party_id""")}
+    return {f"{p}/{c}" for p, c in rows(
+        """select p.code, c.code from step_target_contact t join contact c on c.id = t.contact_id
+           join party p on p.id = t.party_id join step s on s.id = t.step_id where s.code = :step""", step=step)}
+
+
+class TestContacts:
+    """A local entity removes single contacts of the parties it keeps (SPEC: "removes contacts")."""
+
+    def test_a_contact_removed_on_the_cli_leaves_the_target_its_party_goes_on(self, sent, cli, clock):
+        result = cli("approvals", "remove", "LOCAL", "A1", "P03/C1", "--as", "lyon1")
+        assert result.code == 0, result.err
+        assert "P03/C1 removed from LYON's list: 3 kept, 0 removed of 3; 1 contact removed" in result.out
+        assert contacts_removed() == {"P03/C1": "lyon1"} and removed_flags()["P03"] == (False, None)
+        shown = {d["party"]: d for d in json.loads(cli("approvals", "show", "LOCAL", "A1", "--as", "lyon1",
+                                                       "--json").out)}
+        assert shown["P03"]["contacts"] == [
+            {"code": "C1", "name": "Paul Durand", "function": "ACHATS", "removed": True},
+            {"code": "C2", "name": "Claire Morel", "function": "DIRECTION", "removed": False}]
+        assert "C1 Paul Durand (ACHATS) — removed" in cli("approvals", "show", "LOCAL", "A1", "--as", "lyon1").out
+        listed = json.loads(cli("approvals", "list", "LOCAL", "--as", "lyon1", "--json").out)
+        assert [(d["kept"], d["contacts_removed"]) for d in listed] == [(3, 1)]
+        approved = cli("approvals", "approve", "LOCAL", "A1", "--as", "lyon1")
+        assert "3 parties kept, 0 removed, 1 contact removed from kept parties" in approved.out
+        assert targeted_contacts() == set()  # the operation targeted parties only, so far
+
+        a1 = run_all()["A1"]
+        assert "approved: 3 parties moved on (1 of their contacts removed), 0 removed" in a1["reason"]
+        assert statuses()["P03"] == ("ok_continue", None)
+        # P03's targeted contacts are now its others: the later steps reach only Claire Morel
+        assert targeted_contacts() == {"P03/C2"}
+        assert {"P01", "P02", "P03"} <= set(statuses("EXPORT")) and targeted_contacts("EXPORT") == {"P03/C2"}
+
+    def test_removing_a_partys_last_contact_removes_the_party_and_restore_puts_all_back(self, sent, cli):
+        result = cli("approvals", "remove", "LOCAL", "A1", "P01/C1", "P03/C2", "--as", "lyon1")
+        assert result.code == 0, result.err
+        assert "P01: no contact left, so the party is removed" in result.out
+        assert removed_flags()["P01"] == (True, "lyon1") and removed_flags()["P03"] == (False, None)
+        assert cli("approvals", "remove", "LOCAL", "A1", "P03/C1", "--as", "lyon1").code == 0
+        assert removed_flags()["P03"] == (True, "lyon1")
+        # restoring one contact brings its party back; restoring a party brings all its contacts
+        assert cli("approvals", "restore", "LOCAL", "A1", "P03/C2", "--as", "lyon1").code == 0
+        assert removed_flags()["P03"] == (False, None) and set(contacts_removed()) == {"P01/C1", "P03/C1"}
+        assert cli("approvals", "restore", "LOCAL", "A1", "P01", "--as", "lyon1").code == 0
+        assert removed_flags()["P01"] == (False, None) and set(contacts_removed()) == {"P03/C1"}
+
+    def test_an_unknown_contact_or_another_stores_is_refused_and_nothing_changes(self, sent, cli):
+        result = cli("approvals", "remove", "LOCAL", "A1", "P03/C1", "P03/C9", "P07/C1", "--as", "lyon1")
+        assert result.code == 1
+        assert "P07/C1 is not in LYON's list of LOCAL/A1" in result.err
+        assert "P03/C9: P03 has no such contact in the list (its contacts: C1, C2)" in result.err
+        assert contacts_removed() == {}
+
+    def test_the_returned_spreadsheet_removes_contacts_and_parties(self, sent, cli, smtp, tmp_path):
+        path, book = received_list(smtp, "lyon", tmp_path / "LOCAL-A1-LYON.xlsx")
+        book["Liste"]["K7"] = "non"  # P03/C2
+        book["Liste"]["K4"] = "no"  # P01/C1, P01's only contact: P01 goes
+        book.save(path)
+        result = cli("approvals", "import", "LOCAL", "A1", path, "--as", "lyon1")
+        assert result.code == 0, result.err
+        assert ("LYON's list approved: 2 parties kept, 1 removed, 1 contact removed from kept parties "
+                "(P01, P03/C2)") in result.out
+        assert removed_flags()["P01"] == (True, "lyon1") and contacts_removed() == {"P03/C2": "lyon1"}
+
+    def test_a_returned_spreadsheet_missing_a_contacts_row_is_refused(self, sent, cli, smtp, tmp_path):
+        path, book = received_list(smtp, "lyon", tmp_path / "retour.xlsx")
+        sheet = book["Liste"]
+        sheet.delete_rows(7)  # P03/C2
+        sheet["C6"] = "C7"  # P03's C1 renamed
+        book.save(path)
+        result = cli("approvals", "import", "LOCAL", "A1", path, "--as", "lyon1")
+        assert result.code == 1
+        assert "retour.xlsx row 6: P03/C7: P03 has no such contact in the list (its contacts: C1, C2)" in result.err
+        assert "the rows of P03/C1, P03/C2 are missing" in result.err
+        assert approvals()["LYON"] == ("pending", 0) and contacts_removed() == {}
+
+    def test_the_ui_form_answer_removes_a_contact(self, sent):
+        from flows.local_approval import ListApproval, apply_answer
+
+        answer = ListApproval(remove=["P03/C1"], approve=True, operator="lyon1")
+        result = apply_answer("LOCAL", "A1", "LYON", answer)
+        assert result == {"entity": "LYON", "removed": ["P03/C1"], "approved": True, "parties": 3, "kept": 3,
+                          "operator": "lyon1"}
+        assert contacts_removed() == {"P03/C1": "lyon1"} and approvals()["LYON"][0] == "approved"
+
+    def test_the_later_e_mail_step_reaches_only_the_contacts_kept(self, network, cli, smtp, clock):
+        from flows.run_operation import run_operation
+
+        (network / "invite.j2").write_text("Bonjour {{ contact.first_name }},\n", encoding="utf-8")
+        (network / "mailing.yaml").write_text(MAILING, encoding="utf-8")
+        for args in (("apply", network / "mailing.yaml"), ("targets", "add", "LOCALMAIL", "--where", "kind in (PRO, CLI)")):
+            assert cli(*args).code == 0
+        run_operation("LOCALMAIL")
+        assert cli("approvals", "remove", "LOCALMAIL", "A1", "P03/C1", "--as", "lyon1").code == 0
+        assert cli("approvals", "approve", "LOCALMAIL", "A1", "--as", "lyon1").code == 0
+        smtp.received.clear()
+        run_operation("LOCALMAIL")
+        # LYON's kept parties are mailed: P01's director, and of P03 only Claire Morel (P02 has no contact)
+        assert sorted(to for _, tos, _ in smtp.received for to in tos) == ["claire@p03.example", "helene@p01.example"]
+        mailed = {f"{p}/{c}": status for p, c, status in rows(
+            """select p.code, c.code, stc.status from step_target_contact stc join contact c on c.id = stc.contact_id
+               join party p on p.id = stc.party_id join step s on s.id = stc.step_id
+               join operation o on o.id = s.operation_id where o.code = 'LOCALMAIL' and s.code = 'E1'""")}
+        assert mailed == {"P01/C1": "ok_continue", "P03/C2": "ok_continue"}

@@ -122,7 +122,11 @@ def test_the_walkthrough_goes_from_publishing_to_the_runs(walked):
                         join step s on s.id = a.step_id where s.code = 'A1'""")) == {
         "LYON": "approved", "PARIS": "approved", "MARSEILLE": "pending"}
     removed = rows("select removed_by from local_approval_party where removed order by 1")
-    assert removed == [("lyon",), ("lyon",), ("paris",), ("paris",)]
+    assert removed == [("lyon",), ("lyon",), ("paris",)]
+    # and each took one contact off a customer it kept (LYON on the CLI, PARIS in its spreadsheet)
+    assert rows("""select lac.removed_by from local_approval_contact lac join local_approval_party lp
+                   on lp.step_id = lac.step_id and lp.party_id = lac.party_id where not lp.removed
+                   order by 1""") == [("lyon",), ("paris",)]
     loyal = step_parties("FIDELITE-2027", "E1", "ok_continue")
     kept = scalar("""select count(*) from local_approval_party lp join local_approval a
                      on a.step_id = lp.step_id and a.entity_id = lp.entity_id

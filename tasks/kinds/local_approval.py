@@ -1,9 +1,10 @@
 """`local_approval`: local entities approve their part of the target (SPEC section 9).
 
 First run: the step's parties are split with the distribution (`tasks.local_approval`), each
-entity gets its list as an `.xlsx` (a KEEP column to answer in) by e-mail with the deadline
+entity gets its list as an `.xlsx` (a row per contact, a KEEP column to answer in) by e-mail with the deadline
 and the three ways to answer; the parties wait (`to_process`). Later runs send the reminders
-due, move approved lists on (`ok_continue`, removed parties `excluded`) and drop what was not
+due, move approved lists on (`ok_continue`, removed parties `excluded`, removed contacts taken off the
+operation's target) and drop what was not
 approved by the deadline. With `report: true` the step instead mails each entity a report of
 its parties' statuses in the operation's earlier steps, and lets the parties pass.
 
@@ -45,17 +46,12 @@ from tasks.local_approval import (
 from tasks.records import claim_parties, mark_processed
 from tasks.registry import StepContext, StepKind, StepOutcome, register
 
-LIST_HEADER = ("TIERS", "NOM", "CONTACT", "FONCTION", "ADRESSE", "CP", "VILLE", "EMAIL", "TEL", "KEEP")
-LIST_WIDTHS = (12, 30, 24, 14, 30, 8, 18, 28, 16, 8)
+LIST_HEADER = ("TIERS", "NOM", "CONTACT", "NOM DU CONTACT", "FONCTION", "ADRESSE", "CP", "VILLE", "EMAIL", "TEL",
+               "KEEP")
+LIST_WIDTHS = (12, 30, 10, 24, 14, 30, 8, 18, 28, 16, 8)
 HEADER_ROW = 3  # a title and an instruction come first; imports find the header by keyword
 _BOLD = Font(bold=True)
 _INPUT = PatternFill("solid", fgColor="FFF2CC")
-
-_CONTACT_JOIN = """
-    left join lateral (
-        select c.* from contact c
-        left join operation_target_contact otc on otc.operation_id = :op and otc.contact_id = c.id
-        where c.party_id = p.id order by otc.contact_id is null, c.code limit 1) c on true"""
 
 
 def run(session: Session, ctx: StepContext) -> StepOutcome:
@@ -119,7 +115,9 @@ def follow_up(session: Session, ctx: StepContext, step: ApprovalStep, now: dt.da
     waiting = [e for e in lists if e.status == "pending"]
     parts = [f"waiting: {len(waiting)} entities ({sum(e.waiting for e in waiting)} parties) until "
              f"{step.local(step.deadline)}" if waiting else "no list waiting",
-             f"approved: {settled.approved} parties moved on, {settled.removed} removed by their entity"]
+             f"approved: {settled.approved} parties moved on"
+             + (f" ({settled.contacts_removed} of their contacts removed)" if settled.contacts_removed else "")
+             + f", {settled.removed} removed by their entity"]
     if settled.expired_entities or settled.dropped:
         parts.append(f"dropped: {settled.dropped} parties not approved in time"
                      + (f" (lists expired: {', '.join(settled.expired_entities)})" if settled.expired_entities else ""))
@@ -141,19 +139,24 @@ def file_name(*parts: str) -> str:
 
 
 def write_list(session: Session, ctx: StepContext, step: ApprovalStep, entity: EntityList) -> Path:
-    """The entity's list as it stands (removed parties say no), KEEP to answer in."""
+    """The entity's list as it stands, a row per listed contact (a party without any: one row);
+    removed parties and contacts say no in KEEP, where the entity answers."""
     path = ctx.output_dir / file_name(step.operation_code, step.step_code, entity.entity_code)
     result = session.execute(text(f"""
-        select p.code, p.name, nullif(concat_ws(' ', c.first_name, c.last_name), ''), c.function, p.address,
-               p.postal_code, p.city, coalesce(p.email, c.email), coalesce(p.phone, c.phone),
-               case when lap.removed then 'no' else 'yes' end
-        from local_approval_party lap join party p on p.id = lap.party_id {_CONTACT_JOIN}
-        where lap.step_id = :step and lap.entity_id = :entity order by p.code"""),
+        select p.code, p.name, l.code, nullif(concat_ws(' ', c.first_name, c.last_name), ''), c.function,
+               p.address, p.postal_code, p.city, coalesce(c.email, p.email), coalesce(c.phone, p.phone),
+               case when lap.removed or x.contact_id is not null then 'no' else 'yes' end
+        from local_approval_party lap join party p on p.id = lap.party_id
+        left join ({approvals.LISTED_CONTACTS}) l on l.party_id = lap.party_id
+        left join contact c on c.id = l.id
+        left join local_approval_contact x on x.step_id = lap.step_id and x.contact_id = l.id
+        where lap.step_id = :step and lap.entity_id = :entity order by p.code, l.code"""),
         {"op": step.operation_id, "step": step.step_id, "entity": entity.entity_id},
         execution_options={"yield_per": FETCH_ROWS, "stream_results": True})
     title = (f"{step.operation_code} — {step.operation_label} — {step.step_code}: {entity.entity_code}'s list to "
              f"approve before {step.local(entity.deadline)}")
-    hint = ("KEEP: yes keeps the party; write no (or empty the cell) to remove it. Send the file back, or run "
+    hint = ("KEEP: yes keeps the row's contact; write no (or empty the cell) to remove it — a party goes when all "
+            "its rows say no. Send the file back, or run "
             f"campflow approvals import {step.operation_code} {step.step_code} FILE --as LOGIN")
     with result:
         write_sheet(path, "Liste", (title, hint), LIST_HEADER, LIST_WIDTHS, result, keep_column=True)
@@ -178,7 +181,7 @@ def write_sheet(path: Path, title: str, lines: Sequence[str], header: Sequence[s
         if keep_column:
             letter = get_column_letter(len(header))
             check = DataValidation(type="list", formula1='"yes,no"', allow_blank=True, showInputMessage=True,
-                                   promptTitle="KEEP", prompt="yes keeps the party; no (or blank) removes it")
+                                   promptTitle="KEEP", prompt="yes keeps the row; no (or blank) removes it")
             check.add(f"{letter}{len(lines) + 2}:{letter}{len(lines) + 1 + max(count, 1)}")
             sheet.data_validations.append(check)
     return count
@@ -208,18 +211,19 @@ def how_to_answer(step: ApprovalStep, entity: EntityList, file: str) -> str:
 
 1. On the command line:
      campflow approvals show {op} {code} --as {login}
-     campflow approvals remove {op} {code} PARTY_CODE [PARTY_CODE…] --as {login}
+     campflow approvals remove {op} {code} PARTY_CODE [PARTY_CODE/CONTACT_CODE…] --as {login}
      campflow approvals approve {op} {code} --as {login}
-   (`approvals restore` puts a removed party back.)
+   (PARTY/CONTACT removes one contact and keeps the party; `approvals restore` puts back.)
 
-2. Send the spreadsheet back: in the attached {file}, write "no" in the KEEP column of each
-   party not to contact (or empty the cell); leave "yes" for the others; keep every row. Then
+2. Send the spreadsheet back: in the attached {file} (a row per contact), write "no" in the
+   KEEP column of each contact not to contact (or empty the cell) — a party goes when all its
+   rows say no; leave "yes" for the others; keep every row. Then
      campflow approvals import {op} {code} {file} --as {login}
-   removes the parties marked no and approves the list in one go.
+   removes what is marked no and approves the list in one go.
 
 3. In the Prefect UI: `campflow approvals review {op} {code} --entity {entity.entity_code}` starts the
    flow run "local-approval", which waits in the UI: open it, click Resume, list the party
-   codes to remove, tick approve and give your login.
+   codes (or PARTY/CONTACT) to remove, tick approve and give your login.
 
 Parties not approved by {step.local(entity.deadline)} are not contacted."""
 
@@ -229,8 +233,8 @@ def list_body(step: ApprovalStep, entity: EntityList, file: str) -> str:
 
 The operation {step.operation_code} ({step.operation_label}) plans to contact {entity.parties} parties of
 your area (step {step.step_code}: {step.step_label}). The list is attached ({file}).
-Please remove those that should not be contacted, then approve your list before
-{step.local(entity.deadline)}.
+Please remove those (or those of their contacts) that should not be contacted, then approve
+your list before {step.local(entity.deadline)}.
 
 {how_to_answer(step, entity, file)}
 """
