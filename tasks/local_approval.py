@@ -480,16 +480,19 @@ def change_parties(session: Session, step: ApprovalStep, actor: Actor, codes: li
         {"step": step.step_id, "codes": wanted}) if only is None or entity_id == only}
     listed = listed_contacts(session, step, [pid for pid, _ in members.values()])
     parties, contacts, missing, strangers = [], {}, [], []
+    entity_of: dict[str, int] = {}  # token → the entity whose list it changes
     for token in tokens:
         party_code, _, contact_code = token.rpartition("/") if token not in members else (token, "", "")
         if party_code not in members:
             missing.append(token)
-        elif not contact_code:
-            parties.append(token)
-        elif contact_code not in listed.get(members[party_code][0], {}):
+            continue
+        party_id, entity_of[token] = members[party_code]
+        if not contact_code:
+            parties.append(party_id)
+        elif contact_code not in listed.get(party_id, {}):
             strangers.append((token, party_code))
         else:
-            contacts[token] = (members[party_code][0], listed[members[party_code][0]][contact_code])
+            contacts[token] = (party_id, listed[party_id][contact_code])
     whose = f"{entity or actor.entity_code}'s list" if only is not None else "any list"
     problems = []
     if missing:
@@ -500,11 +503,10 @@ def change_parties(session: Session, step: ApprovalStep, actor: Actor, codes: li
     if problems:
         raise NotFound("; ".join(problems) + f"; see `campflow approvals show {step.operation_code} "
                        f"{step.step_code}`")
-    touched = {members[t.rpartition("/")[0] if t in contacts else t][1] for t in parties + list(contacts)}
-    for entity_id in sorted(touched):
+    touched = sorted(set(entity_of.values()))
+    for entity_id in touched:
         require_open(step, lists[entity_id], now)
-    party_ids = [members[c][0] for c in parties]
-    params = {"step": step.step_id, "login": actor.login, "parties": party_ids,
+    params = {"step": step.step_id, "login": actor.login, "parties": parties,
               "contacts": [cid for _, cid in contacts.values()], "owners": [pid for pid, _ in contacts.values()]}
     emptied: list[int] = []
     if removed:
@@ -531,17 +533,15 @@ def change_parties(session: Session, step: ApprovalStep, actor: Actor, codes: li
             update local_approval_party set removed = false, removed_by = null
             where step_id = :step and (party_id = any(cast(:parties as int[])) or party_id = any(cast(:owners as int[])))
             """), params)
-    codes_of = {pid: code for code, (pid, _) in members.items()}
+    emptied_codes = [code for code, (party_id, _) in members.items() if party_id in emptied]
     changes = []
-    for entity_id in sorted(touched):
+    for entity_id in touched:
         after = entity_lists(session, step.step_id, entity_id)[0]
-        mine = [t for t in parties + list(contacts)
-                if members[t.rpartition("/")[0] if t in contacts else t][1] == entity_id]
-        changes.append(ListChange(step.operation_code, step.step_code, after.entity_code, tuple(sorted(mine)),
+        changes.append(ListChange(step.operation_code, step.step_code, after.entity_code,
+                                  tuple(sorted(t for t, e in entity_of.items() if e == entity_id)),
                                   parties=after.parties, removed=after.removed,
                                   contacts_removed=after.contacts_removed,
-                                  emptied=tuple(sorted(codes_of[p] for p in emptied
-                                                       if members[codes_of[p]][1] == entity_id))))
+                                  emptied=tuple(sorted(c for c in emptied_codes if members[c][1] == entity_id))))
     return changes
 
 

@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from email import policy
@@ -186,6 +187,24 @@ class Sink:
         """Each received message parsed back, by recipient."""
         return {to[0]: email.message_from_bytes(content, policy=policy.default)
                 for _, to, content in self.received}
+
+
+def final_task_runs(flow_run_id, timeout: float = 30) -> list:
+    """A flow run's task runs, once the API holds each one's final state: a task run's last
+    state reaches the API a moment after its flow run has returned."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            if runs and all(run.state and run.state.is_final() for run in runs):
+                return runs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"flow run {flow_run_id}: task runs not final after {timeout:.0f} s: "
+                                     f"{[(r.name, r.state_name) for r in runs]}")
+            time.sleep(0.2)
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from campflow import db
 from campflow.errors import CampflowError
-from tests.conftest import free_port, rows, scalar
+from tests.conftest import final_task_runs, free_port, rows, scalar
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTIES = """FICHE;TIERS;NOM;VILLE;EMAIL
@@ -272,18 +272,13 @@ def no_retry(monkeypatch) -> None:
 
 def failed_step_message(**kwargs) -> str:
     """Run MAIL (which fails) and return the failed S1 task run's message, checking its retries."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
     from flows.run_operation import run_operation
 
     state = run_operation("MAIL", return_state=True, **kwargs)
     assert state.is_failed()
     with pytest.raises(CampflowError, match="step\\(s\\) S1 of MAIL failed"):
         state.result()
-    with get_client(sync_client=True) as client:
-        task_run, = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    task_run, = final_task_runs(state.state_details.flow_run_id)
     assert task_run.run_count == 3  # retried twice, as the kind is registered
     return task_run.state.message
 

@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from campflow import db
 from campflow.errors import CampflowError
-from tests.conftest import rows, scalar
+from tests.conftest import final_task_runs, rows, scalar
 
 PARTIES = """FICHE;TIERS;NOM;VILLE;SECTEUR
 PRO;P1;Un;Lyon;BTP
@@ -338,24 +338,19 @@ class TestDueDates:
 class TestInspection:
     def test_task_runs_named_and_tagged_with_artifacts(self, operation):
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (
-            ArtifactFilter,
-            ArtifactFilterFlowRunId,
-            FlowRunFilter,
-            FlowRunFilterId,
-        )
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
         from flows.run_operation import run_operation
 
         state = run_operation("OP", return_state=True)
         flow_run_id = state.state_details.flow_run_id
+        task_runs = final_task_runs(flow_run_id)
+        named = {run.name: set(run.tags) for run in task_runs}
+        assert named["A phoning"] >= {"OP", "phoning"}
+        assert named["D other"] >= {"OP", "other"}
+        skipped = {run.name: run.state.name for run in task_runs}
+        assert skipped["B other"] == "Skipped"
         with get_client(sync_client=True) as client:
-            task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            named = {run.name: set(run.tags) for run in task_runs}
-            assert named["A phoning"] >= {"OP", "phoning"}
-            assert named["D other"] >= {"OP", "other"}
-            skipped = {run.name: run.state.name for run in task_runs}
-            assert skipped["B other"] == "Skipped"
             # earlier tests' runs wrote artifacts under the same keys: read this run's only
             artifacts = {a.key: a for a in client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))}

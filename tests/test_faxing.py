@@ -12,7 +12,7 @@ import pytest
 from docx import Document
 
 from tasks.kinds.faxing import normalise_fax
-from tests.conftest import rows
+from tests.conftest import final_task_runs, rows
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "word"
 PARTIES = """FICHE;TIERS;NOM;VILLE;FAX
@@ -147,9 +147,6 @@ def test_a_refused_number_fails_only_that_party(fax_operation):
 
 def test_without_a_gateway_the_step_fails_naming_the_command(database, cli, tmp_path, prefect, channels,
                                                                 monkeypatch):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
     from flows.run_operation import run_operation
     from tasks.registry import REGISTRY, step_kind
 
@@ -158,9 +155,7 @@ def test_without_a_gateway_the_step_fails_naming_the_command(database, cli, tmp_
     setup(cli, tmp_path, gateway="nowhere")
     state = run_operation("FAX", return_state=True)
     assert state.is_failed()
-    with get_client(sync_client=True) as client:
-        task_run, = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    task_run, = final_task_runs(state.state_details.flow_run_id)
     assert "no fax gateway named 'nowhere'" in task_run.state.message
     assert "campflow channels add-fax nowhere" in task_run.state.message
     assert statuses() == {}  # the step rolled back: nobody entered it, nothing was sent
