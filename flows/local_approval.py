@@ -47,8 +47,8 @@ def describe(step: approvals.ApprovalStep, entity: str, rows: list[tuple], error
               "login in *operator*.", "",
               "| TIERS | NOM | VILLE | CONTACTS | kept |", "|---|---|---|---|---|"]
     for _, code, name, city, removed, removed_by, _, contacts in rows[:SHOWN_PARTIES]:
-        shown = ", ".join(f"~~{c} {who or ''}~~".replace(" ~~", "~~") if gone else f"{c} {who or ''}".strip()
-                          for c, who, _, gone in contacts)
+        labels = [(f"{c} {who}" if who else c, gone) for c, who, _, gone in contacts]
+        shown = ", ".join(f"~~{label}~~" if gone else label for label, gone in labels)
         cells = (code, name or "", city or "", shown, f"no (removed by {removed_by})" if removed else "yes")
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     if len(rows) > SHOWN_PARTIES:

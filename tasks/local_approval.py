@@ -298,35 +298,29 @@ def drop_removed_contacts(session: Session, step: ApprovalStep) -> int:
     of approved lists about to move on: each such party's targeted contacts become its listed ones
     but those, so the later steps (routing copies the targeted contacts) reach only the others."""
     params = {"step": step.step_id, "op": step.operation_id}
-    session.execute(text("drop table if exists pg_temp.local_touched"))
-    session.execute(text("""
-        create temporary table local_touched on commit drop as
-        select distinct lac.party_id from local_approval_contact lac
+    session.execute(text("drop table if exists pg_temp.local_dropped"))
+    dropped = session.execute(text("""
+        create temporary table local_dropped on commit drop as
+        select lac.party_id, lac.contact_id, 'removed by ' || e.code || ' (' || lac.removed_by || ')' as reason
+        from local_approval_contact lac
         join local_approval_party lap on lap.step_id = lac.step_id and lap.party_id = lac.party_id and not lap.removed
         join local_approval la on la.step_id = lap.step_id and la.entity_id = lap.entity_id and la.status = 'approved'
+        join entity e on e.id = la.entity_id
         join step_target st on st.step_id = lap.step_id and st.party_id = lap.party_id and st.status = 'to_process'
-        where lac.step_id = :step"""), params)
+        where lac.step_id = :step"""), params).rowcount
     session.execute(text(f"""
         insert into operation_target_contact (operation_id, contact_id, party_id)
         select :op, l.id, l.party_id from ({LISTED_CONTACTS}) l
-        join pg_temp.local_touched t on t.party_id = l.party_id
-        where not exists (select from local_approval_contact x where x.step_id = :step and x.contact_id = l.id)
+        where l.party_id in (select party_id from pg_temp.local_dropped)
+          and l.id not in (select contact_id from pg_temp.local_dropped)
         order by l.id on conflict do nothing"""), params)
     session.execute(text("""
-        delete from operation_target_contact otc using local_approval_contact lac, pg_temp.local_touched t
-        where otc.operation_id = :op and lac.step_id = :step and lac.party_id = t.party_id
-          and otc.contact_id = lac.contact_id"""), params)
-    dropped = session.scalar(text("""
-        select count(*) from local_approval_contact lac join pg_temp.local_touched t on t.party_id = lac.party_id
-        where lac.step_id = :step"""), params)
+        delete from operation_target_contact otc using pg_temp.local_dropped d
+        where otc.operation_id = :op and otc.contact_id = d.contact_id"""), params)
     session.execute(text("""
-        update step_target_contact stc set status = 'excluded', processed_at = now(),
-               reason = 'removed by ' || e.code || ' (' || lac.removed_by || ')'
-        from local_approval_contact lac, pg_temp.local_touched t, local_approval_party lap, entity e
-        where stc.step_id = :step and lac.step_id = :step and lac.party_id = t.party_id
-          and stc.contact_id = lac.contact_id and lap.step_id = :step and lap.party_id = lac.party_id
-          and e.id = lap.entity_id"""), params)
-    session.execute(text("drop table pg_temp.local_touched"))
+        update step_target_contact stc set status = 'excluded', reason = d.reason, processed_at = now()
+        from pg_temp.local_dropped d where stc.step_id = :step and stc.contact_id = d.contact_id"""), params)
+    session.execute(text("drop table pg_temp.local_dropped"))
     return dropped
 
 
