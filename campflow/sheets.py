@@ -33,6 +33,9 @@ EXTRA = "__extra__"
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 ALLOWED_SUFFIXES = (".xlsx", *CSV_SUFFIXES)
 DELIMITERS = (";", "\t", ",")
+# PostgreSQL tables hold at most 1,600 columns, and the imports stage a file's columns in one;
+# no real party or answer file comes near 1,000
+MAX_COLUMNS = 1_000
 
 Cells = list[str | None]
 Records = Iterator[tuple[int, Cells]]  # (1-based row number in the file, cleaned cells)
@@ -220,6 +223,10 @@ def _columns(
     path: Path, scan: _Scan, lookup: Mapping[str, str], keep_other: bool,
 ) -> tuple[tuple[Column, ...], frozenset[int]]:
     """The kept columns of the header row, and the positions of all its non-blank cells."""
+    width = sum(cell is not None for cell in scan.cells)
+    if width > MAX_COLUMNS:
+        raise _rejected(path, f"the file has {width:,} columns (its header is row {scan.row}); at most "
+                              f"{MAX_COLUMNS:,} are allowed: delete the columns you do not import")
     kept: dict[str, Column] = {}
     headed = []
     for index, header in enumerate(scan.cells):
@@ -272,7 +279,7 @@ def _open_csv(
     aliases: Mapping[str, Sequence[str]], keep_other: bool, max_scan: int,
 ) -> Sheet:
     """Detect the encoding and delimiter of a CSV file, then its header row."""
-    encoding = _csv_encoding(path)
+    encoding, nul_line = _csv_encoding(path)
     scans: dict[str, _Scan] = {}
     for delimiter in DELIMITERS:
         with closing(_csv_records(path, encoding, delimiter)) as records:
@@ -286,6 +293,8 @@ def _open_csv(
     # The delimiter that splits the header line into the most cells (counted outside quotes).
     delimiter = min(found, key=lambda d: (found[d].row, -len(found[d].cells)))
     columns, headed = _columns(path, found[delimiter], lookup, keep_other)
+    if nul_line is not None:
+        raise _nul_byte(path, encoding, delimiter, nul_line)
     return Sheet(path, found[delimiter].row, columns, headed,
                  lambda: _csv_records(path, encoding, delimiter),
                  encoding=encoding, delimiter=delimiter)
@@ -305,14 +314,15 @@ def _csv_records(path: Path, encoding: str, delimiter: str) -> Records:
                                   "check the quotes around that line") from exc
 
 
-def _csv_encoding(path: Path) -> str:
-    """Decide between UTF-8 and Windows-1252 by decoding the whole file, chunk by chunk."""
+def _csv_encoding(path: Path) -> tuple[str, int | None]:
+    """Decide between UTF-8 and Windows-1252 by decoding the whole file, chunk by chunk; also
+    the line of the first NUL byte, if any (PostgreSQL text cannot hold one)."""
     with path.open("rb") as file:
         head = file.read(8 * 1024)
         _refuse_binary(path, head)
         bom = head.startswith(codecs.BOM_UTF8)
         decoder = codecs.getincrementaldecoder("utf-8")()
-        is_utf8, has_text, lines, undefined = True, False, 1, None
+        is_utf8, has_text, lines, undefined, nul_line = True, False, 1, None, None
         chunk = head[len(codecs.BOM_UTF8):] if bom else head
         while chunk:
             if is_utf8:
@@ -320,6 +330,8 @@ def _csv_encoding(path: Path) -> str:
             has_text = has_text or bool(chunk.strip())
             if undefined is None:
                 undefined = _cp1252_undefined(chunk, lines)
+            if nul_line is None and (nul := chunk.find(b"\x00")) >= 0:
+                nul_line = lines + chunk.count(b"\n", 0, nul)
             lines += chunk.count(b"\n")
             chunk = file.read(_CHUNK)
     if is_utf8 and _decodes(decoder, b"", final=True):
@@ -332,7 +344,23 @@ def _csv_encoding(path: Path) -> str:
         encoding = "cp1252"
     if not has_text:
         raise _rejected(path, "the file is empty")
-    return encoding
+    return encoding, nul_line
+
+
+def _nul_byte(path: Path, encoding: str, delimiter: str, line: int) -> ImportRejected:
+    """The error naming the row (and cell) that holds the file's first NUL byte."""
+    row, column = line, None
+    with closing(_csv_records(path, encoding, delimiter)) as records:
+        for number, cells in records:
+            if number > line:
+                break
+            found = [i for i, cell in enumerate(cells) if cell is not None and "\x00" in cell]
+            if found:
+                row, column = number, get_column_letter(found[0] + 1)
+                break
+    where = f" in column {column}" if column else ""
+    return _rejected(path, f"NUL byte (0x00){where}: no text may hold one; remove it (the export may be "
+                           "damaged) or save the file again as \"CSV UTF-8\"", row=row)
 
 
 def _decodes(decoder: codecs.IncrementalDecoder, chunk: bytes, final: bool = False) -> bool:
@@ -363,7 +391,8 @@ def _refuse_binary(path: Path, head: bytes) -> None:
                               "save it as \"CSV UTF-8\" or .xlsx")
     kind = next((k for sig, k in _SIGNATURES.items() if head.startswith(sig)), None)
     controls = sum(1 for byte in head if byte < 0x20 and byte not in _TEXT_CONTROLS)
-    if kind is None and (b"\x00" in head or controls > len(head) // 10):
+    # a stray NUL in text is reported with its row (_nul_byte); many make it binary (UTF-16…)
+    if kind is None and controls > len(head) // 10:
         kind = "binary data"
     if kind is not None:
         raise _rejected(path, f"this is not a text CSV file (looks like {kind}); "

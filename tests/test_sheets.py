@@ -459,3 +459,34 @@ class TestRoundTrip:
             got = [row for _, row in read(path, required=["code"])]
         expected = [{"code": a.strip() or None, "name": b.strip() or None} for a, b in rows]
         assert got == [row for row in expected if any(row.values())]
+
+
+class TestLimits:
+    """A file too wide for the staging table, or holding a NUL byte, gets one clear error."""
+
+    def test_too_many_csv_columns(self, tmp_path: Path) -> None:
+        header = ";".join(["FICHE", "TIERS", *(f"X{i}" for i in range(4_998))])
+        path = write_bytes(tmp_path / "wide.csv", f"{header}\nPRO;P1\n".encode())
+        assert rejection(path) == ("wide.csv: the file has 5,000 columns (its header is row 1); at most "
+                                   "1,000 are allowed: delete the columns you do not import")
+
+    def test_too_many_xlsx_columns(self, tmp_path: Path) -> None:
+        path = write_xlsx(tmp_path / "wide.xlsx", [["title"], ["FICHE", "TIERS", *(f"X{i}" for i in range(999))]])
+        assert "the file has 1,001 columns (its header is row 2); at most 1,000" in rejection(path)
+
+    def test_a_thousand_columns_are_read(self, tmp_path: Path) -> None:
+        header = ";".join(["FICHE", "TIERS", *(f"X{i}" for i in range(998))])
+        path = write_bytes(tmp_path / "wide.csv", f"{header}\nPRO;P1\n".encode())
+        assert read(path)[0][1]["code"] == "P1"
+
+    def test_a_nul_byte_names_its_row_and_column(self, tmp_path: Path) -> None:
+        rows = "".join(f"PRO;P{i};Nom {i}\n" for i in range(2, 12))
+        path = write_bytes(tmp_path / "t.csv", f"FICHE;TIERS;NOM\n{rows}".encode() + b"PRO;P12;No\x00m\n")
+        assert rejection(path) == ('t.csv row 12: NUL byte (0x00) in column C: no text may hold one; remove it '
+                                   '(the export may be damaged) or save the file again as "CSV UTF-8"')
+
+    def test_a_nul_byte_after_a_multiline_cell_names_the_row(self, tmp_path: Path) -> None:
+        late = "".join(f"PRO;P{i};Nom\n" for i in range(4, 5_000))  # past the first chunk read
+        data = f'FICHE;TIERS;NOM\nPRO;P2;"deux\nlignes"\n{late}'.encode() + b"PRO;\x00X;Nom\n"
+        path = write_bytes(tmp_path / "t.csv", data)
+        assert rejection(path).startswith("t.csv row 5000: NUL byte (0x00) in column B")
