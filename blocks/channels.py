@@ -135,7 +135,7 @@ class FileChannel(Block):
     _description = "campflow's e-mail steps write each message as an .eml file into a folder."
 
     folder: str | None = Field(default=None, description="Where the .eml files go; empty: the step's "
-                               "output folder (…/<operation>/<run>/messages).")
+                               "output folder (…/<operation>/<run>/<step>/messages).")
     sender: str = Field(default="campflow <campflow@localhost>", description="The From of every message.")
 
     _check_sender = field_validator("sender")(_valid_sender)

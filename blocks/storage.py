@@ -1,10 +1,10 @@
 """Output storage: where the files a step writes (merged letters, label sheets…) end up.
 
-Steps write their files into the run folder (`$CAMPFLOW_OUTPUT_DIR/<operation>/<run>/`).
+Steps write their files into their folder of the run (`$CAMPFLOW_OUTPUT_DIR/<operation>/<run>/<step>/`).
 When a Prefect filesystem block named `campflow-output` is saved — a `LocalFileSystem` (a
 shared drive) or a `RemoteFileSystem` (`s3://…`, `gcs://…`, `smb://…` through fsspec) —
-the files are also published there under the same `<operation>/<run>/…` keys, and the step
-reports those locations. The run folder keeps its copy.
+the files are also published there under the same `<operation>/<run>/<step>/…` keys, and the
+step reports those locations. The step's folder keeps its copy.
 
     from prefect.filesystems import RemoteFileSystem
     RemoteFileSystem(basepath="s3://marketing/campflow").save("campflow-output")
@@ -66,21 +66,22 @@ def _load(slug: str) -> WritableFileSystem | None:
         return None
 
 
-def publish(run_dir: Path, files: Sequence[Path]) -> tuple[Path | str, ...]:
+def publish(step_dir: Path, files: Sequence[Path]) -> tuple[Path | str, ...]:
     """Publish a step's files to the output storage block, if any; their final locations."""
-    return publish_to(output_storage(), run_dir, files)
+    return publish_to(output_storage(), step_dir, files)
 
 
-def publish_to(storage: WritableFileSystem | None, run_dir: Path,
+def publish_to(storage: WritableFileSystem | None, step_dir: Path,
                files: Sequence[Path]) -> tuple[Path | str, ...]:
-    """Copy each file (inside `run_dir`) to `storage` under `<operation>/<run>/<name>`.
+    """Copy each file (inside `step_dir`, `…/<operation>/<run>/<step>`) to `storage` under
+    `<operation>/<run>/<step>/<name>`.
 
     Without storage the files stay where they are and their paths are returned.
     """
     if storage is None:
         return tuple(files)
-    prefix = PurePosixPath(run_dir.parent.name, run_dir.name)
-    return tuple(_put(storage, file, str(prefix / file.relative_to(run_dir).as_posix())) for file in files)
+    prefix = PurePosixPath(*step_dir.parts[-3:])
+    return tuple(_put(storage, file, str(prefix / file.relative_to(step_dir).as_posix())) for file in files)
 
 
 def _put(storage: WritableFileSystem, file: Path, key: str) -> Path | str:

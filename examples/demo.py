@@ -56,11 +56,11 @@ def show_outputs() -> None:
     """Where the steps wrote their files."""
     root = Path(os.environ.get("CAMPFLOW_OUTPUT_DIR", "out")).resolve()
     print(f"\n## The outputs, under {root}")
-    for pattern, what in ((f"{OPERATION}/*/messages", "invitation e-mails (.eml) of S1"),
-                          (f"{OPERATION}/*/*-S2-*.xlsx", "call sheet of S2"),
-                          (f"{PROSPECTING}/*/*-LISTE.xlsx", "call list exported by LISTE"),
-                          (f"{PROSPECTING}/*/*-CATALOGUE.docx", "catalogue letter, a section per party"),
-                          (f"{PROSPECTING}/*/*-ETIQUETTES.docx", "address labels (Avery L7160)")):
+    for pattern, what in ((f"{OPERATION}/*/*/messages", "invitation e-mails (.eml) of S1"),
+                          (f"{OPERATION}/*/*/*-S2-*.xlsx", "call sheet of S2"),
+                          (f"{PROSPECTING}/*/*/*-LISTE.xlsx", "call list exported by LISTE"),
+                          (f"{PROSPECTING}/*/*/*-CATALOGUE.docx", "catalogue letter, a section per party"),
+                          (f"{PROSPECTING}/*/*/*-ETIQUETTES.docx", "address labels (Avery L7160)")):
         found = sorted(root.glob(pattern))
         if found:
             latest = found[-1]

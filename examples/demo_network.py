@@ -185,7 +185,7 @@ def paris_returns_its_list() -> None:
     one customer and on the second contact of another, and sends it back."""
     import openpyxl
 
-    sent = latest(f"{FIDELITE}/*/{FIDELITE}-A1-PARIS.xlsx")
+    sent = latest(f"{FIDELITE}/*/*/{FIDELITE}-A1-PARIS.xlsx")
     returned = sent.with_name(f"{FIDELITE}-A1-PARIS-retour.xlsx")
     book = openpyxl.load_workbook(sent)
     sheet = book.active
@@ -203,7 +203,7 @@ def paris_returns_its_list() -> None:
 
 def personalised_subjects() -> None:
     """The catalogue e-mails: one subject per store, from its order's form values."""
-    folder = latest("CATALOGUE-PRINTEMPS-2027/*/messages")
+    folder = latest("CATALOGUE-PRINTEMPS-2027/*/*/messages")
     subjects: dict[str, int] = {}
     for path in folder.glob("*.eml"):
         subject = email.message_from_bytes(path.read_bytes(), policy=policy.default)["Subject"]
@@ -304,7 +304,7 @@ STEPS: list[Step] = [
     ("LYON approves what is left", ["approvals", "approve", FIDELITE, "A1", "--as", "lyon"], True),
     ("PARIS answers in the spreadsheet it received", paris_returns_its_list, True),
     ("The returned spreadsheet is read back: its removals applied and the list approved in one go",
-     ["approvals", "import", FIDELITE, "A1", LatestFile(f"{FIDELITE}/*/{FIDELITE}-A1-PARIS-retour.xlsx"),
+     ["approvals", "import", FIDELITE, "A1", LatestFile(f"{FIDELITE}/*/*/{FIDELITE}-A1-PARIS-retour.xlsx"),
       "--as", "paris"], True),
     ("MARSEILLE has not answered: its list waits until the deadline, then is dropped",
      ["approvals", "list", FIDELITE, "--as", "marketing"], True),
@@ -378,13 +378,13 @@ def show_outputs(own_database: str | None) -> None:
     root = output_root()
     print(f"\n## The outputs, under {root}")
     print(f"  notifications (.eml): {NOTIFICATIONS.folder()} ({len(NOTIFICATIONS.seen)} written by this walkthrough)")
-    for pattern, what in ((f"{CHILD}/*/messages", f"{CHILD}: LYON's invitations"),
-                          (f"{CHILD}/*/*-X1.xlsx", f"{CHILD}: LYON's guest list"),
-                          ("SOLDES-HIVER-2027/*/messages", "winter sales e-mails"),
-                          ("CATALOGUE-PRINTEMPS-2027/*/messages", "catalogue e-mails, personalised per store"),
-                          (f"{FIDELITE}/*/{FIDELITE}-A1-*.xlsx", "lists sent to the stores (and PARIS's returned one)"),
-                          (f"{FIDELITE}/*/messages", "loyalty programme e-mails (approved customers only)"),
-                          (f"{FIDELITE}/*/*-R1-*-report.xlsx", "reports to the stores")):
+    for pattern, what in ((f"{CHILD}/*/*/messages", f"{CHILD}: LYON's invitations"),
+                          (f"{CHILD}/*/*/*-X1.xlsx", f"{CHILD}: LYON's guest list"),
+                          ("SOLDES-HIVER-2027/*/*/messages", "winter sales e-mails"),
+                          ("CATALOGUE-PRINTEMPS-2027/*/*/messages", "catalogue e-mails, personalised per store"),
+                          (f"{FIDELITE}/*/*/{FIDELITE}-A1-*.xlsx", "lists sent to the stores (and PARIS's returned one)"),
+                          (f"{FIDELITE}/*/*/messages", "loyalty programme e-mails (approved customers only)"),
+                          (f"{FIDELITE}/*/*/*-R1-*-report.xlsx", "reports to the stores")):
         found = sorted(root.glob(pattern))
         if not found:
             continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.context import FlowRunContext
 from prefect.states import Completed
 from sqlalchemy import text
 
@@ -65,6 +67,21 @@ def load_plan(operation: str) -> tuple[OperationPlan, int]:
 
 def output_root() -> Path:
     return Path(os.environ.get("CAMPFLOW_OUTPUT_DIR", "out")).resolve()
+
+
+def run_folder() -> str:
+    """The folder of this flow run's outputs: `<UTC date-time it was created>-<first 8 of its id>`.
+
+    Each step writes into its own subfolder of it, so no two runs nor two steps of one run
+    share a file. The name comes from the flow run alone: a retry of the run (a UI Retry)
+    writes into the same folder. Outside a flow run (scripts, tests) every call gets a new one.
+    """
+    context = FlowRunContext.get()
+    flow_run = context.flow_run if context is not None else None
+    if flow_run is None:
+        return f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+    created = flow_run.created or flow_run.expected_start_time or dt.datetime.now(dt.timezone.utc)
+    return f"{created.astimezone(dt.timezone.utc):%Y%m%d-%H%M%S}-{flow_run.id.hex[:8]}"
 
 
 def artifact_key(*parts: str) -> str:
@@ -127,10 +144,8 @@ def _run_kind(session, step: StepPlan, kind, op_id: int, step_id: int, operation
         report.processed = waiting
         report.reason = f"dry run: would process {waiting} parties"
         return
-    # a folder per run: a later run exporting newly arrived parties never overwrites an earlier file
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     context = StepContext(op_id, operation, step_id, step.code, step.kind, thaw(step.settings) or {},
-                          output_root() / operation / stamp, resend_unknown=resend_unknown)
+                          output_root() / operation / run_folder() / step.code, resend_unknown=resend_unknown)
     outcome = kind.run(session, context)
     report.processed = outcome.processed
     report.outputs = [str(p) for p in outcome.outputs]

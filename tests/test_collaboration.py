@@ -172,7 +172,7 @@ def in_step(operation: str, step: str) -> list[str]:
 def messages(out: Path, operation: str) -> dict[str, email.message.EmailMessage]:
     """The .eml files the runs of `operation` wrote (no channel saved), by party code."""
     return {path.stem: email.message_from_bytes(path.read_bytes(), policy=policy.default)
-            for path in sorted((out / operation).glob("*/messages/*.eml"))}
+            for path in sorted((out / operation).glob("*/*/messages/*.eml"))}
 
 
 def run(operation: str, **kwargs) -> dict:

@@ -400,7 +400,7 @@ class TestOutputStorage:
         assert storage.output_storage() is None
         monkeypatch.setenv(storage.STORAGE_VARIABLE, "local")
         assert storage.output_storage() is None
-        file = tmp_path / "OP" / "20260301-090000" / "OP-S1.docx"
+        file = tmp_path / "OP" / "20260301-090000-0a1b2c3d" / "S1" / "OP-S1.docx"
         file.parent.mkdir(parents=True)
         file.write_bytes(b"letter")
         assert storage.publish(file.parent, [file]) == (file,)
@@ -408,12 +408,12 @@ class TestOutputStorage:
     def test_publish_to_a_local_file_system(self, tmp_path):
         from prefect.filesystems import LocalFileSystem
 
-        run = tmp_path / "out" / "OP" / "20260301-090000"
-        (run / "OP-S1").mkdir(parents=True)
-        (run / "OP-S1" / "P1.docx").write_bytes(b"one")
+        step = tmp_path / "out" / "OP" / "20260301-090000-0a1b2c3d" / "S1"
+        (step / "OP-S1").mkdir(parents=True)
+        (step / "OP-S1" / "P1.docx").write_bytes(b"one")
         shared = tmp_path / "shared"
-        published = storage.publish_to(LocalFileSystem(basepath=str(shared)), run, [run / "OP-S1" / "P1.docx"])
-        assert published == (shared / "OP" / "20260301-090000" / "OP-S1" / "P1.docx",)
+        published = storage.publish_to(LocalFileSystem(basepath=str(shared)), step, [step / "OP-S1" / "P1.docx"])
+        assert published == (shared / "OP" / "20260301-090000-0a1b2c3d" / "S1" / "OP-S1" / "P1.docx",)
         assert published[0].read_bytes() == b"one"
         assert [p.name for p in published[0].parent.iterdir()] == ["P1.docx"]
 
@@ -421,13 +421,13 @@ class TestOutputStorage:
         import fsspec
         from prefect.filesystems import RemoteFileSystem
 
-        run = tmp_path / "OP" / "20260301-090000"
-        run.mkdir(parents=True)
-        (run / "OP-S1.docx").write_bytes(b"merged")
+        step = tmp_path / "OP" / "20260301-090000-0a1b2c3d" / "S1"
+        step.mkdir(parents=True)
+        (step / "OP-S1.docx").write_bytes(b"merged")
         bucket = f"memory://campflow-{uuid.uuid4().hex}"
         try:
-            published = storage.publish_to(RemoteFileSystem(basepath=bucket), run, [run / "OP-S1.docx"])
-            assert published == (f"{bucket}/OP/20260301-090000/OP-S1.docx",)
+            published = storage.publish_to(RemoteFileSystem(basepath=bucket), step, [step / "OP-S1.docx"])
+            assert published == (f"{bucket}/OP/20260301-090000-0a1b2c3d/S1/OP-S1.docx",)
             assert fsspec.filesystem("memory").cat_file(published[0]) == b"merged"
         finally:
             fsspec.filesystem("memory").rm(bucket, recursive=True)
@@ -478,7 +478,7 @@ class TestFlow:
         assert [p.name for p in published] == ["LETTRE-COURRIER.docx", "C001.docx", "C002.docx"]
         assert [s.splitlines()[0] for s in section_texts(published[0])] == [
             "Société Générale d'Équipements", "Ébénisterie Noël"]
-        local = next((tmp_path / "out" / "LETTRE").glob("*/LETTRE-COURRIER.docx"))
+        local = next((tmp_path / "out" / "LETTRE").glob("*/*/LETTRE-COURRIER.docx"))
         assert local.read_bytes() == published[0].read_bytes()
         assert scalar("select count(*) from event where code = 'COURRIER_ENVOYE'") == 2
         again = {r["code"]: r for r in run_operation("LETTRE")}["COURRIER"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import email
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import types
 from email import policy
 from pathlib import Path
 
@@ -261,6 +263,68 @@ class TestChannels:
         message = failed_step_message()
         assert "no channel named 'nope'" in message and "campflow channels list" in message
         assert statuses()["P1"] == ("to_process", None)
+
+
+TWO_STEPS = """kind: Operation
+code: MAIL
+label: Two mailings at once
+party_kinds: [prospect, client]
+attach_messages_to_events: true
+steps:
+  - code: S1
+    label: Invitation
+    kind: emailing
+    event: EMAIL_S1
+    email: {subject: "Invitation S1 — [[PCFIDX.NOM]]", body: confirm.j2}
+    next: []
+  - code: S2
+    label: Catalogue
+    kind: emailing
+    event: EMAIL_S2
+    email: {subject: "Catalogue S2 — [[PCFIDX.NOM]]", body: confirm.j2}
+    next: []
+"""
+
+
+class FrozenClock(dt.datetime):
+    """Every step of the run starts in the same second."""
+
+    @classmethod
+    def now(cls, tz=None):
+        return dt.datetime(2026, 3, 1, 9, 0, 0, tzinfo=dt.timezone.utc).astimezone(tz)
+
+
+class TestOutputFolders:
+    def test_two_steps_starting_together_keep_their_own_messages(self, database, cli, tmp_path, prefect,
+                                                                  channels, smtp, monkeypatch):
+        """Two entry steps of one run, started in the same second: each event's message is its step's."""
+        import flows.run_operation as module
+
+        monkeypatch.setenv("CAMPFLOW_OUTPUT_DIR", str(tmp_path / "out"))
+        setup_operation(cli, tmp_path, body="confirm.j2", extra="")
+        (tmp_path / "specs" / "op.yaml").write_text(TWO_STEPS, encoding="utf-8")
+        assert cli("apply", tmp_path / "specs").code == 0
+        add_smtp(cli, "emailing", smtp.port)
+        monkeypatch.setattr(module, "dt", types.SimpleNamespace(datetime=FrozenClock, timezone=dt.timezone,
+                                                                  timedelta=dt.timedelta, date=dt.date))
+        state = module.run_operation("MAIL", return_state=True)
+        reports = {r["code"]: r for r in state.result()}
+        assert [reports[s]["state"] for s in ("S1", "S2")] == ["Completed", "Completed"]
+        assert len(smtp.received) == 6  # P1, P2, P5 in each step
+        events = rows("select code, message_path from event order by code, message_path")
+        assert len(events) == 6
+        for code, path in events:
+            kept = email.message_from_bytes(Path(path).read_bytes(), policy=policy.default)
+            assert str(kept["Subject"]).startswith(f"{'Invitation' if code == 'EMAIL_S1' else 'Catalogue'} "
+                                                   f"{code[-2:]} — ")
+        folders = {code: {Path(path).parent for c, path in events if c == code} for code in ("EMAIL_S1", "EMAIL_S2")}
+        (s1,), (s2,) = folders["EMAIL_S1"], folders["EMAIL_S2"]
+        assert (s1.parent.name, s2.parent.name) == ("S1", "S2")
+        run_dir = s1.parent.parent
+        assert run_dir == s2.parent.parent and run_dir.parent == tmp_path / "out" / "MAIL"
+        assert run_dir.name.endswith("-" + state.state_details.flow_run_id.hex[:8])
+        assert sorted(p.name for p in s1.iterdir()) == sorted(p.name for p in s2.iterdir())
+        assert all((s1 / name).read_bytes() != (s2 / name).read_bytes() for name in os.listdir(s1))
 
 
 def no_retry(monkeypatch) -> None:

@@ -47,7 +47,7 @@ def test_prospecting_operation_end_to_end(examples_applied, cli, prefect, tmp_pa
         assert cli(*args).code == 0
     first = {r["code"]: r for r in run_operation("PROSPECTION-LYON-2026")}
     assert first["LISTE"]["processed"] == 23
-    export = next(tmp_path.glob("PROSPECTION-LYON-2026/*/PROSPECTION-LYON-2026-LISTE.xlsx"))
+    export = next(tmp_path.glob("PROSPECTION-LYON-2026/*/*/PROSPECTION-LYON-2026-LISTE.xlsx"))
     book = openpyxl.load_workbook(export, read_only=True)
     try:
         table = list(book["Export"].values)
@@ -65,7 +65,7 @@ def test_prospecting_operation_end_to_end(examples_applied, cli, prefect, tmp_pa
     assert scalar("select count(*) from event where code = 'APPEL_PROSPECTION'") == 15
     # the catalogue letter is merged for the 9 parties routed to it, then their labels printed
     assert second["CATALOGUE"]["processed"] == 9 and second["ETIQUETTES"]["processed"] == 9
-    letter = docx.Document(next(tmp_path.glob("PROSPECTION-LYON-2026/*/PROSPECTION-LYON-2026-CATALOGUE.docx")))
+    letter = docx.Document(next(tmp_path.glob("PROSPECTION-LYON-2026/*/*/PROSPECTION-LYON-2026-CATALOGUE.docx")))
     assert len(letter.sections) == 9
     text = "\n".join(p.text for p in letter.paragraphs)
     assert "MERGEFIELD" not in text and "«" not in text
@@ -73,6 +73,6 @@ def test_prospecting_operation_end_to_end(examples_applied, cli, prefect, tmp_pa
         """select p.name from step_target st join party p on p.id = st.party_id join step s on s.id = st.step_id
            where s.code = 'CATALOGUE' order by p.code""")]
     assert len(names) == 9 and all(name in text for name in names)
-    labels = docx.Document(next(tmp_path.glob("PROSPECTION-LYON-2026/*/PROSPECTION-LYON-2026-ETIQUETTES.docx")))
+    labels = docx.Document(next(tmp_path.glob("PROSPECTION-LYON-2026/*/*/PROSPECTION-LYON-2026-ETIQUETTES.docx")))
     cells = [cell.text for table in labels.tables for row in table.rows for cell in row.cells if cell.text.strip()]
     assert len(cells) == 9 and all(any(name in cell for cell in cells) for name in names)

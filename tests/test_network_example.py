@@ -100,7 +100,7 @@ def test_the_walkthrough_goes_from_publishing_to_the_runs(walked):
                      join package p on p.id = o.package_id where p.code = 'PKG-CATALOGUE' and e.code = 'LYON'
                      """) == "Lyon Bellecour"
     catalogue = {email.message_from_bytes(path.read_bytes(), policy=policy.default)["Subject"]
-                 for path in out.glob("CATALOGUE-PRINTEMPS-2027/*/messages/*.eml")}
+                 for path in out.glob("CATALOGUE-PRINTEMPS-2027/*/*/messages/*.eml")}
     assert catalogue == {"Le catalogue de printemps de Lyon Bellecour", "Le catalogue de printemps de Paris Opéra"}
 
     # by_campaign: LYON's child operation, owned by it, targeted with its customers, run by it

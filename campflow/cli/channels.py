@@ -116,7 +116,7 @@ def add_smtp(
 def add_file(
     name: NameArgument,
     folder: Annotated[str | None, typer.Option("--folder", help="Where the .eml files go (default: the "
-                                               "step's output folder, …/<operation>/<run>/messages).")] = None,
+                                               "step's output folder, …/<operation>/<run>/<step>/messages).")] = None,
     sender: Annotated[str, typer.Option("--sender", help="The From of the messages.")] = "campflow <campflow@localhost>",
     overwrite: OverwriteOption = False,
 ) -> None:
