@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from campflow.catalog import load_known
 from campflow.errors import CampflowError, NotFound, Problem, SpecError
-from campflow.validate import Document, check_batch, is_template_path, read_specs, resolve_template_path
+from campflow.validate import Document, check_batch, read_specs
 from campflow.yamlsource import SourceDocument
 from models import (
     Collaborator,
@@ -43,7 +44,7 @@ from models import (
     State,
     Step,
 )
-from models.specs import OperationSpec
+from models.specs import TEMPLATE_SUFFIXES, OperationSpec
 
 APPLY_ORDER = ("Family", "State", "EntityType", "Collaborator", "FieldDictionary",
                "Questionnaire", "Entity", "Distribution", "Operation", "Package")
@@ -68,6 +69,8 @@ def apply_documents(session: Session, documents: Sequence[Document], problems: l
                     *, check_only: bool = False) -> list[Applied]:
     known = load_known(session)
     problems = problems + check_batch(documents, known)
+    if check_only:  # what `apply` would refuse, `--check` refuses too
+        problems += [p for doc in documents if doc.kind == "Operation" for p in owner_problems(session, doc)]
     if problems:
         raise SpecError(problems, f"{len(problems)} problem(s); nothing was written")
     ordered = sorted(documents, key=lambda d: (APPLY_ORDER.index(d.kind), _depth(d, documents)))
@@ -174,15 +177,20 @@ def write_questionnaire(session: Session, doc: Document) -> str:
 # ---------------------------------------------------------------- operations
 
 
-def canonical_operation(spec: OperationSpec, base: Path) -> dict[str, Any]:
-    """The operation as plain data: defaults dropped, local dates, absolute paths."""
+def canonical_operation(spec: OperationSpec, base: Path | None) -> dict[str, Any]:
+    """The operation as plain data: defaults dropped, local dates, absolute paths.
+
+    `base`: the folder relative paths start from, each path then resolved; None keeps the
+    paths as stored (an export: resolving a stored path again would follow a symlink put
+    in its place since apply, and a run would read whatever it points to).
+    """
     data = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     zone = zoneinfo.ZoneInfo(spec.timezone)
     _normalise(data, zone, base)
     return data
 
 
-def _normalise(node: Any, zone: zoneinfo.ZoneInfo, base: Path) -> None:
+def _normalise(node: Any, zone: zoneinfo.ZoneInfo, base: Path | None) -> None:
     if isinstance(node, list):
         for item in node:
             _normalise(item, zone, base)
@@ -192,19 +200,22 @@ def _normalise(node: Any, zone: zoneinfo.ZoneInfo, base: Path) -> None:
     for key in DATE_KEYS:
         if node.get(key):
             node[key] = local_text(dt.datetime.fromisoformat(node[key]), zone)
+    # a run reads exactly the file apply checked (campflow.paths): stored resolved
     for key in ("email", "document"):
         block = node.get(key)
         if not block:
             continue
         for name in ("body", "text_body", "template"):
-            value = block.get(name)
-            if value and (name == "template" or is_template_path(value)):
-                block[name] = str(resolve_template_path(value, base).resolve())
+            if block.get(name):
+                block[name] = _resolved(block[name], base)
         if block.get("attachments"):
-            block["attachments"] = [str(resolve_template_path(a, base).resolve())
-                                    for a in block["attachments"]]
+            block["attachments"] = [_resolved(a, base) for a in block["attachments"]]
     for child in node.get("steps") or ():
         _normalise(child, zone, base)
+
+
+def _resolved(value: str, base: Path | None) -> str:
+    return value if base is None else str((base / Path(value).expanduser()).resolve())
 
 
 def local_text(value: dt.datetime, zone: zoneinfo.ZoneInfo) -> str:
@@ -224,16 +235,10 @@ def write_operation(session: Session, doc: Document, *, check_owner: bool = True
     """Create or update the operation; `check_owner`: refuse an operator who may not change it
     (`collaboration.require_access`, the login `campflow apply --as` puts in session.info)."""
     spec: OperationSpec = doc.spec  # type: ignore[assignment]
-    wanted = canonical_operation(spec, doc.source.path.parent)
+    wanted = canonical_operation(spec, doc.source.base)
     existing = session.scalars(select(Operation).where(Operation.code == spec.code)).one_or_none()
-    if check_owner:
-        from campflow.collaboration import OPERATOR_KEY, require_access
-
-        try:
-            require_access(session, spec.code, existing.owner_entity_id if existing else None,
-                           session.info.get(OPERATOR_KEY), "change")
-        except CampflowError as exc:
-            raise SpecError([Problem(doc.place(), str(exc))], "nothing was written") from None
+    if check_owner and (problems := owner_problems(session, doc)):
+        raise SpecError(problems, "nothing was written")
     state = spec.state
     if existing is not None and existing.state != "in_preparation" and spec.state == "in_preparation":
         # runs moved it on: `in_preparation` in a spec is where an operation starts, not a reset
@@ -258,11 +263,25 @@ def write_operation(session: Session, doc: Document, *, check_owner: bool = True
     operation.party_kinds = list(spec.party_kinds)
     operation.is_template = spec.template
     operation.attach_messages_to_events = spec.attach_messages_to_events
-    operation.source_file = str(doc.source.path.resolve()) if doc.source.path.name else None
+    spec_file = doc.source.spec_file
+    operation.source_file = str(spec_file) if spec_file is not None else None
     session.add(operation)
     session.flush()
     write_steps(session, operation, wanted.get("steps", []), zone)
     return "updated" if existing is not None else "created"
+
+
+def owner_problems(session: Session, doc: Document) -> list[Problem]:
+    """The operator (`campflow apply --as`, in session.info) may not change this operation."""
+    from campflow.collaboration import OPERATOR_KEY, require_access
+
+    code = doc.spec.code  # type: ignore[attr-defined]
+    owner = session.scalar(select(Operation.owner_entity_id).where(Operation.code == code))
+    try:
+        require_access(session, code, owner, session.info.get(OPERATOR_KEY), "change")
+    except CampflowError as exc:
+        return [Problem(doc.place(), str(exc))]
+    return []
 
 
 def _id_of(session: Session, model: type, code: str | None) -> int | None:
@@ -366,7 +385,7 @@ def export_operation(session: Session, code: str) -> dict[str, Any]:
                 attach_messages_to_events=op.attach_messages_to_events,
                 steps=export_steps(session, op.id, zone))
     spec = OperationSpec.model_validate({k: v for k, v in data.items() if v is not None})
-    return canonical_operation(spec, Path("/"))
+    return canonical_operation(spec, None)
 
 
 def export_steps(session: Session, operation_id: int, zone: zoneinfo.ZoneInfo) -> list[dict[str, Any]]:
@@ -388,7 +407,7 @@ def export_steps(session: Session, operation_id: int, zone: zoneinfo.ZoneInfo) -
                                 "state": step.state, "event": step.event_code,
                                 "questionnaire": _code_of(session, Questionnaire, step.questionnaire_id),
                                 "run_at": local_text(step.run_at, zone) if step.run_at else None,
-                                "template": step.is_template, **step.settings}
+                                "template": step.is_template, **_inline_body_as_text(step.settings)}
         if not step.default_route:
             data["next"] = [{"to": codes[r.to_step_id], "formula": r.formula, "when_status": r.when_status,
                              "conditions": {c.code: c.definition for c in conditions.get(("route", r.id), [])}}
@@ -404,6 +423,27 @@ def export_steps(session: Session, operation_id: int, zone: zoneinfo.ZoneInfo) -
         if not data["steps"] or data.get("kind"):
             data.pop("steps")
     return children.get(None, [])
+
+
+_TAG = re.compile(r"<[A-Za-z!/][^>]*>")
+
+
+def _inline_body_as_text(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings stored when `body:` also took inline text: that text as `html:` or `text:`
+    (as it was sent then), so such operations still export and run. An inline `text_body:`
+    of those days is dropped: the plain part is then derived from the HTML."""
+    email = settings.get("email")
+    if not isinstance(email, dict) or all(_is_file(email.get(k)) for k in ("body", "text_body")):
+        return settings
+    inline = {k: v for k, v in email.items() if _is_file(v) or k not in ("body", "text_body")}
+    body = email.get("body")
+    if isinstance(body, str) and not _is_file(body):
+        inline["html" if _TAG.search(body) else "text"] = body
+    return {**settings, "email": inline}
+
+
+def _is_file(value: Any) -> bool:
+    return not isinstance(value, str) or ("\n" not in value and value.lower().endswith(TEMPLATE_SUFFIXES))
 
 
 def _drop_none(data: Any) -> Any:
@@ -427,6 +467,17 @@ def folder_path(session: Session, folder_id: int | None) -> list[str]:
     return path
 
 
+def spec_file_of(session: Session, code: str) -> str | None:
+    """The spec file an operation's paths lie beside: its own, or that of the operation it
+    was made from (a local entity's child operation)."""
+    op = session.scalars(select(Operation).where(Operation.code == code)).one_or_none()
+    seen: set[int] = set()
+    while op is not None and op.source_file is None and op.parent_operation_id and op.id not in seen:
+        seen.add(op.id)
+        op = session.get(Operation, op.parent_operation_id)
+    return op.source_file if op is not None else None
+
+
 def relative_paths(data: Any, base: Path) -> Any:
     """Write absolute template paths relative to the folder an export is saved in."""
     if isinstance(data, list):
@@ -443,11 +494,34 @@ def relative_paths(data: Any, base: Path) -> Any:
     return result
 
 
-def document_from_data(data: dict[str, Any], origin: str) -> Document:
-    """A document built in code (ops new, steps load-template), checked like a file's."""
+def paths_outside(data: Any) -> list[str]:
+    """The file paths of exported data that leave its folder (`..`): apply refuses them there
+    unless their folder is in CAMPFLOW_ALLOWED_DIRS."""
+    if isinstance(data, list):
+        return [p for v in data for p in paths_outside(v)]
+    if not isinstance(data, dict):
+        return []
+    found = []
+    for key, value in data.items():
+        if key in ("body", "text_body", "template", "attachments"):
+            found += [v for v in ([value] if isinstance(value, str) else value) if v.startswith("..")]
+        else:
+            found += paths_outside(value)
+    return found
+
+
+def document_from_data(data: dict[str, Any], origin: str, copied_from: str | None = None,
+                       also_in: Sequence[str | None] = ()) -> Document:
+    """A document built in code (ops new, steps load-template), checked like a file's.
+
+    `copied_from`: the spec file of the operation it copies (`spec_file_of`); its files must
+    still lie in that file's folder, in the folder of one of `also_in` (spec files of templates
+    it copies steps from) or in CAMPFLOW_ALLOWED_DIRS.
+    """
     from campflow.validate import parse_document
 
-    source = SourceDocument(Path(origin), 0, data, 0)
+    source = SourceDocument(Path(origin), 0, data, 0, Path(copied_from) if copied_from else None,
+                            tuple(Path(f).parent for f in also_in if f))
     doc, problems = parse_document(source)
     if doc is None:
         raise SpecError(problems, "nothing was written")
@@ -498,7 +572,7 @@ def write_package(session: Session, doc: Document) -> str:
     s: Any = doc.spec
     zone = zoneinfo.ZoneInfo(s.timezone)
     local = lambda value: value and (value if value.tzinfo else value.replace(tzinfo=zone))  # noqa: E731
-    base = doc.source.path.parent
+    base = doc.source.base
     outcome = _upsert(session, Package, {"code": s.code}, {
         "label": s.label, "operation_id": session.scalar(select(Operation.id).where(Operation.code == s.operation)),
         "owner_id": _entity_id(session, s.owner), "collaboration": s.collaboration, "approval": s.approval,
@@ -508,7 +582,7 @@ def write_package(session: Session, doc: Document) -> str:
         "distribution_id": session.scalar(select(Distribution.id).where(Distribution.code == s.distribution))
         if s.distribution else None,
         "form": [f.model_dump() for f in s.form], "description": s.description,
-        "documents": [str((base / d).resolve()) for d in s.documents]})
+        "documents": [_resolved(d, base) for d in s.documents]})
     session.flush()
     package_id = session.scalar(select(Package.id).where(Package.code == s.code))
     wanted = {_entity_id(session, code) for code in s.audience}

@@ -65,7 +65,7 @@ def create_child(session: Session, order: Order, package: Package, entity: Entit
         CampflowError: the child's code is taken by another operation, or too long.
         SpecError: the reference operation no longer passes the checks of `campflow apply`.
     """
-    from campflow.apply import document_from_data, export_operation, write_operation
+    from campflow.apply import document_from_data, export_operation, spec_file_of, write_operation
     from campflow.catalog import load_known
     from campflow.validate import check_batch
 
@@ -88,7 +88,8 @@ def create_child(session: Session, order: Order, package: Package, entity: Entit
                 progress=0)
     for step in _walk(data.get("steps", [])):
         step.pop("template", None)
-    doc = document_from_data(data, f"<child of {reference.code} for {entity.code}>")
+    doc = document_from_data(data, f"<child of {reference.code} for {entity.code}>",
+                             spec_file_of(session, reference.code))
     problems = check_batch([doc], load_known(session))
     if problems:
         raise SpecError(problems, f"{entity.code}'s child operation of {reference.code} was not created; fix "

@@ -23,6 +23,7 @@ from campflow import collaboration, db, identity
 from campflow.errors import CampflowError, NotFound
 from campflow.identity import Actor
 from campflow.notify import notify
+from campflow.paths import PathRefused, read_stored
 from models import Entity, Operation, Order, OrderEvent, Package, PackageAudience
 from models.network import LIVE_ORDER_STATUSES, ORDER_STATUSES
 
@@ -296,8 +297,13 @@ def publish_problems(package: Package, operation_exists: bool, now: dt.datetime)
     elif rd and rd < now and package.collaboration != "by_target_approval":
         problems.append(f"registration_deadline {show(rd)} has passed: nobody could order")
     for document in package.documents:
-        if not Path(document).is_file():
+        if not Path(document).exists():
             problems.append(f"document {document} is missing: put it back or remove it from `documents:`")
+            continue
+        try:
+            read_stored(document)  # still the file apply checked: no symlink swapped in since
+        except PathRefused as exc:
+            problems.append(f"document refused: {exc}")
     return problems
 
 

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from campflow.catalog import Known, QuestionInfo
 from campflow.errors import FormulaError, Problem
+from campflow.paths import PathRefused, spec_path
 from campflow.yamlsource import SourceDocument, load_documents, spec_files
 from flows.fields import FieldCatalog, parse_template_fields
 from flows.formula import check_names, parse_formula
@@ -26,7 +27,6 @@ from models.specs import (
     Strict,
 )
 
-TEMPLATE_SUFFIXES = (".html", ".htm", ".txt", ".rtf", ".j2")
 Loc = tuple[Any, ...]
 
 
@@ -201,10 +201,11 @@ def check_network(doc: Document, known: Known) -> list[Problem]:
             if spec.distribution and spec.distribution not in known.distributions:
                 problems.append(Problem(doc.place(("distribution",)), f"unknown distribution {spec.distribution}"
                                         f"{closest(spec.distribution, known.distributions)}"))
-            base = doc.source.path.parent
             for i, document in enumerate(spec.documents):
-                if not (base / document).is_file():
-                    problems.append(Problem(doc.place(("documents", i)), f"no file {base / document}"))
+                try:
+                    spec_path(document, doc.source.base, doc.source.also_in)
+                except PathRefused as exc:
+                    problems.append(Problem(doc.place(("documents", i)), f"document {exc}"))
     return problems
 
 
@@ -262,15 +263,6 @@ def walk_steps(steps: Sequence[StepSpec], loc: Loc = ("steps",)) -> Iterable[tup
             yield from walk_steps(step.steps, loc + (i, "steps"))
 
 
-def resolve_template_path(value: str, base: Path) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path)
-
-
-def is_template_path(value: str) -> bool:
-    return "\n" not in value and value.lower().endswith(TEMPLATE_SUFFIXES)
-
-
 class OperationCheck:
     """Every check of one Operation document."""
 
@@ -282,7 +274,7 @@ class OperationCheck:
         self.problems: list[Problem] = []
         self.steps = list(walk_steps(self.spec.steps))
         self.actions = {s.code: s for s, _ in self.steps if s.kind}
-        self.base = doc.source.path.parent
+        self.base = doc.source.base
 
     def problem(self, loc: Loc, message: str) -> None:
         self.problems.append(Problem(self.doc.place(loc), message))
@@ -424,19 +416,17 @@ class OperationCheck:
     def check_settings(self, step: StepSpec, loc: Loc) -> None:
         if step.email:
             self.check_fields_in(step.email.subject, "html", loc + ("email", "subject"))
-            self.check_template_file(step.email.body, loc + ("email", "body"))
-            if step.email.text_body:
-                self.check_template_file(step.email.text_body, loc + ("email", "text_body"))
+            for name in ("html", "text"):
+                if getattr(step.email, name) is not None:
+                    self.check_fields_in(getattr(step.email, name), "html", loc + ("email", name))
+            for name in ("body", "text_body"):
+                if getattr(step.email, name) is not None:
+                    self.check_template_file(getattr(step.email, name), loc + ("email", name))
             for i, attachment in enumerate(step.email.attachments):
-                if not resolve_template_path(attachment, self.base).is_file():
-                    self.problem(loc + ("email", "attachments", i), f"attachment {attachment} not found "
-                                 f"(paths are relative to {self.base})")
+                self.allowed_file(attachment, loc + ("email", "attachments", i), "attachment")
         if step.document:
-            path = resolve_template_path(step.document.template, self.base)
-            if not path.is_file():
-                self.problem(loc + ("document", "template"), f"template {step.document.template} not "
-                             f"found (paths are relative to {self.base})")
-            else:
+            path = self.allowed_file(step.document.template, loc + ("document", "template"), "template")
+            if path is not None:
                 from tasks.wordmerge import check_template
 
                 for message in check_template(path, step.document.fields, self.catalog):
@@ -468,13 +458,17 @@ class OperationCheck:
             except FormulaError as exc:
                 self.problem(loc, f"field [[{name}]]: {exc.message}")
 
+    def allowed_file(self, value: str, loc: Loc, what: str) -> Path | None:
+        """The resolved file, or None after noting why the spec may not read it."""
+        try:
+            return spec_path(value, self.base, self.doc.source.also_in)
+        except PathRefused as exc:
+            self.problem(loc, f"{what} {exc}")
+            return None
+
     def check_template_file(self, value: str, loc: Loc) -> None:
-        if not is_template_path(value):
-            self.check_fields_in(value, "html", loc)
-            return
-        path = resolve_template_path(value, self.base)
-        if not path.is_file():
-            self.problem(loc, f"template {value} not found (paths are relative to {self.base})")
+        path = self.allowed_file(value, loc, "template")
+        if path is None:
             return
         text = path.read_text(encoding="utf-8", errors="replace")
         if path.suffix == ".j2":

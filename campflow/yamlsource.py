@@ -4,6 +4,11 @@ Spec errors must name `file:line`; this loader keeps the lines of mapping keys a
 sequence items, so any validation error's location path maps back to a line.
 It also refuses duplicate keys, and keeps `yes`/`no`/`on`/`off` and dates as text
 (the schemas decide what a value means, not YAML 1.1).
+
+A spec comes from people, not always careful or friendly: a file larger than
+MAX_SPEC_BYTES is refused before parsing, and a document whose aliases would expand beyond
+MAX_EXPANDED_NODES nodes or MAX_EXPANDED_CHARS characters of text is refused before it is
+built (764 bytes of nested aliases expand to a billion nodes).
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from typing import Any
 import yaml
 
 from campflow.errors import Problem
+
+MAX_SPEC_BYTES = 1024 * 1024  # 1 MiB: specs are a few kB; a larger file is a mistake or an attack
+MAX_EXPANDED_NODES = 100_000  # nodes of one document once every alias is written out
+MAX_EXPANDED_CHARS = 4 * MAX_SPEC_BYTES  # characters of scalar text once every alias is written out
 
 
 class LineDict(dict):
@@ -87,10 +96,26 @@ class SourceDocument:
     index: int
     data: Any
     line: int
+    # a document built in code (`path` then names its origin, e.g. "<ops new X>") keeps the
+    # spec file of the operation it copies: its paths lie in that file's folder, or in one of
+    # `also_in` (the folder of a template step's spec copied into it)
+    copied_from: Path | None = None
+    also_in: tuple[Path, ...] = ()
 
     @property
     def name(self) -> str:
         return str(self.path)
+
+    @property
+    def spec_file(self) -> Path | None:
+        """The spec file whose folder the document's paths lie in (None: not known)."""
+        return self.copied_from if self.copied_from is not None or self.path.name.startswith("<") \
+            else self.path.resolve()
+
+    @property
+    def base(self) -> Path:
+        """The folder the document's relative paths start from."""
+        return self.spec_file.parent if self.spec_file is not None else self.path.parent
 
     def place(self, loc: Sequence[Any] = ()) -> str:
         return f"{self.name}:{line_of(self.data, loc, self.line)}"
@@ -114,16 +139,17 @@ def line_of(data: Any, loc: Sequence[Any], default: int) -> int:
 
 def load_documents(path: Path) -> tuple[list[SourceDocument], list[Problem]]:
     """Every document of a YAML file, or the problems that stop reading it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        return [], [Problem(f"{path}:1", f"not UTF-8 text ({exc.reason}); save the file as UTF-8")]
+    text, problem = _read_spec_text(path)
+    if problem:
+        return [], [problem]
     loader = _Loader(text)
     loader.problems, loader.path = [], str(path)
     documents: list[SourceDocument] = []
     try:
         while loader.check_node():
             node = loader.get_node()
+            if problem := expansion_problem(node, str(path)):
+                return [], [problem]
             data = loader.construct_document(node)
             if data is not None:
                 documents.append(SourceDocument(path, len(documents), data, node.start_mark.line + 1))
@@ -131,9 +157,94 @@ def load_documents(path: Path) -> tuple[list[SourceDocument], list[Problem]]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         return [], [Problem(f"{path}:{line}", f"YAML syntax: {exc.problem or exc}")]
+    except RecursionError:
+        return [], [Problem(f"{path}:1", "the YAML is nested too deeply; a spec needs a few levels, not hundreds")]
     finally:
         loader.dispose()
     return documents, loader.problems
+
+
+def _read_spec_text(path: Path) -> tuple[str, Problem | None]:
+    """The file's text, refused when larger than MAX_SPEC_BYTES (read no further than that)."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        return "", Problem(str(path), f"cannot read the file: {exc.strerror}")
+    if len(raw) > MAX_SPEC_BYTES:
+        return "", Problem(f"{path}:1", f"the file is larger than 1 MiB ({MAX_SPEC_BYTES:,} bytes), the most a "
+                           "spec file may hold; split it into several files")
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return "", Problem(f"{path}:1", f"not UTF-8 text ({exc.reason}); save the file as UTF-8")
+
+
+class _Cycle(Exception):
+    """An alias inside the node it names: the document would be infinite."""
+
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
+def expansion_problem(root: yaml.Node, name: str) -> Problem | None:
+    """A problem when the document, its aliases written out, exceeds the bounds; else None.
+
+    Measured on the composed node graph (an alias is the very node it names), with each node
+    measured once, so a billion-node document is refused in microseconds.
+    """
+    sizes: dict[int, tuple[int, int]] = {}
+    uses: dict[int, int] = {}
+    try:
+        nodes, chars = _expanded(root, sizes, uses, set())
+    except _Cycle as cycle:
+        return Problem(f"{name}:{cycle.node.start_mark.line + 1}",
+                       "an alias refers to the node that contains it (an endless document); remove it")
+    if nodes <= MAX_EXPANDED_NODES and chars <= MAX_EXPANDED_CHARS:
+        return None
+    repeated = [n for n in _walk_once(root) if uses.get(id(n), 0) > 1]
+    worst = max(repeated, key=lambda n: sizes[id(n)][0] * uses[id(n)], default=root)
+    return Problem(f"{name}:{worst.start_mark.line + 1}",
+                   f"aliases expand this document to {nodes:,} nodes and {chars:,} characters; at most "
+                   f"{MAX_EXPANDED_NODES:,} nodes and {MAX_EXPANDED_CHARS:,} characters are allowed "
+                   "(write the values out, or repeat less)")
+
+
+def _expanded(node: yaml.Node, sizes: dict[int, tuple[int, int]], uses: dict[int, int],
+              active: set[int]) -> tuple[int, int]:
+    key = id(node)
+    uses[key] = uses.get(key, 0) + 1
+    if key in sizes:
+        return sizes[key]
+    if key in active:
+        raise _Cycle(node)
+    active.add(key)
+    nodes, chars = 1, 0
+    if isinstance(node, yaml.ScalarNode):
+        chars = len(node.value)
+    else:
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+        for child in children:
+            child_nodes, child_chars = _expanded(child, sizes, uses, active)
+            nodes, chars = nodes + child_nodes, chars + child_chars
+    active.discard(key)
+    sizes[key] = (nodes, chars)
+    return nodes, chars
+
+
+def _walk_once(root: yaml.Node) -> Iterator[yaml.Node]:
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
 
 
 def spec_files(target: Path) -> Iterator[Path]:

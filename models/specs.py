@@ -17,6 +17,16 @@ from models.base import BUILTIN_TARGET_STATUSES, PARTY_KINDS
 
 CODE_PATTERN = r"^[A-Za-z0-9_-]+$"
 Code = Annotated[str, Field(pattern=CODE_PATTERN, max_length=64)]
+# Bounds on what a spec may hold (docs/spec-safety.md): a 5 MB label is a mistake or an attack.
+TEXT_MAX = 4_000  # any text field without a bound of its own (subjects, formulas, paths…)
+LABEL_MAX = 500  # labels and names shown in lists (a child operation joins two)
+DESCRIPTION_MAX = 20_000
+INLINE_BODY_MAX = 200_000  # an e-mail's inline `text:` or `html:`
+FREE_FORM_NODES = 1_000  # values, lists and keys under `options:` or a condition's `value:`
+FREE_FORM_DEPTH = 8
+TEMPLATE_SUFFIXES = (".html", ".htm", ".txt", ".rtf", ".j2")
+Label = Annotated[str, Field(max_length=LABEL_MAX)]
+Description = Annotated[str, Field(max_length=DESCRIPTION_MAX)]
 PartyKind = Literal["client", "prospect", "supplier", "sales_rep", "other"]
 Operator = Literal[
     "equals", "not_equals", "in", "not_in", "matches", "lt", "le", "gt", "ge", "is_set", "is_not_set"
@@ -32,7 +42,28 @@ StepKind = Literal[
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, str_max_length=TEXT_MAX)
+
+
+def bounded_free_form(value: Any, what: str) -> Any:
+    """`value` when it holds at most FREE_FORM_NODES values nested FREE_FORM_DEPTH deep, with texts
+    of at most TEXT_MAX characters; ValueError otherwise (free-form keys have no schema to bound them)."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > FREE_FORM_NODES:
+            raise ValueError(f"{what} holds more than {FREE_FORM_NODES:,} values; keep it small")
+        if depth > FREE_FORM_DEPTH:
+            raise ValueError(f"{what} is nested more than {FREE_FORM_DEPTH} levels deep")
+        if isinstance(node, str) and len(node) > TEXT_MAX:
+            raise ValueError(f"{what} holds a text of {len(node):,} characters; at most {TEXT_MAX:,} are allowed")
+        if isinstance(node, dict):
+            stack += [(item, depth + 1) for pair in node.items() for item in pair]
+        elif isinstance(node, list | tuple):
+            stack += [(item, depth + 1) for item in node]
+    return value
 
 
 class StatusCondition(Strict):
@@ -50,6 +81,11 @@ class ConditionSpec(Strict):
     value: Any = None
     party_kind: list[PartyKind] | None = None
     status: StatusCondition | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _bounded_value(cls, value: Any) -> Any:
+        return bounded_free_form(value, "value")
 
     @model_validator(mode="after")
     def _one_subject(self) -> ConditionSpec:
@@ -86,12 +122,34 @@ class RouteSpec(ConditionsSpec):
 
 
 class EmailSettings(Strict):
+    """The message: `body:` a template file, or inline `text:` (plain) or `html:`; exactly one."""
+
     subject: str
-    body: str  # a file path relative to the spec (.html, .txt, .rtf or .j2), or inline text
-    text_body: str | None = None
-    attachments: list[str] = Field(default_factory=list)
+    body: str | None = None  # a template file relative to the spec: .html, .htm, .txt, .rtf or .j2
+    text: str | None = Field(default=None, max_length=INLINE_BODY_MAX)  # inline plain text
+    html: str | None = Field(default=None, max_length=INLINE_BODY_MAX)  # inline HTML
+    text_body: str | None = None  # a template file for the plain-text part (else derived)
+    attachments: list[str] = Field(default_factory=list, max_length=50)
     contacts: dict[str, list[str]] | None = None  # {functions: [...]}
     channel: str | None = None
+
+    @field_validator("body", "text_body")
+    @classmethod
+    def _template_file(cls, value: str | None) -> str | None:
+        # a path without a template suffix used to become the message text: `body: ../../etc/passwd`
+        if value is not None and ("\n" in value or not value.lower().endswith(TEMPLATE_SUFFIXES)):
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            raise ValueError(f"{shown!r} is not a template file ({', '.join(TEMPLATE_SUFFIXES)}); "
+                             "inline text goes under `text:` (plain) or `html:` (HTML) instead of `body:`")
+        return value
+
+    @model_validator(mode="after")
+    def _one_body(self) -> EmailSettings:
+        given = [k for k in ("body", "text", "html") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("email needs exactly one of body (a template file), text (inline plain text) "
+                             f"or html (inline HTML); got {', '.join(given) or 'none'}")
+        return self
 
 
 class DocumentSettings(Strict):
@@ -125,7 +183,7 @@ class LabelSettings(Strict):
 
 class StepSpec(Strict):
     code: Code
-    label: str
+    label: Label
     kind: StepKind | None = None
     type: Code | None = None
     state: str | None = None
@@ -142,6 +200,11 @@ class StepSpec(Strict):
     columns: list[str] | None = None
     local_approval: LocalApprovalSettings | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _bounded_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return bounded_free_form(value, "options")
 
     @model_validator(mode="after")
     def _group_or_action(self) -> StepSpec:
@@ -165,7 +228,7 @@ class StepSpec(Strict):
 class OperationSpec(Strict):
     kind: Literal["Operation"]
     code: Code
-    label: str
+    label: Label
     folder: list[str] = Field(default_factory=list)
     family: Code | None = None
     type: Code | None = None
@@ -176,7 +239,7 @@ class OperationSpec(Strict):
     cadence: str | None = None
     responsible: Code | None = None
     location: str | None = None
-    description: str | None = None
+    description: Description | None = None
     progress: int = Field(default=0, ge=0, le=100)
     party_kinds: list[PartyKind] = Field(default_factory=lambda: list(PARTY_KINDS))
     template: bool = False
@@ -214,7 +277,7 @@ class OperationSpec(Strict):
 
 class QuestionSpec(Strict):
     code: Code
-    label: str
+    label: Label
     type: Literal["text", "choice", "multi_choice", "number", "date", "bool"] = "text"
     choices: list[str] = Field(default_factory=list)
     required: bool = False
@@ -236,14 +299,14 @@ class QuestionSpec(Strict):
 class QuestionnaireSpec(Strict):
     kind: Literal["Questionnaire"]
     code: Code
-    label: str
+    label: Label
     questions: list[QuestionSpec] = Field(min_length=1)
 
 
 class FamilySpec(Strict):
     kind: Literal["Family"]
     code: Code
-    label: str
+    label: Label
     groups: list[str] = Field(default_factory=list)
 
 
@@ -256,7 +319,7 @@ STEP_TYPED_FIELDS = ("event", "questionnaire", "run_at", "where", "next", "state
 class EntityTypeSpec(Strict):
     kind: Literal["EntityType"]
     code: Code
-    label: str
+    label: Label
     applies_to: Literal["operation", "step"] = "operation"
     fields: dict[str, Requirement] = Field(default_factory=dict)
 
@@ -273,7 +336,7 @@ class EntityTypeSpec(Strict):
 class StateSpec(Strict):
     kind: Literal["State"]
     code: Code
-    label: str
+    label: Label
     applies_to: Literal["operation", "step", "target", "operation_type"]
     final: bool = False
     position: int = 0
@@ -286,7 +349,7 @@ class StateSpec(Strict):
 
 
 class CustomFieldSpec(Strict):
-    label: str | None = None
+    label: Label | None = None
     indexed: bool = False
 
 
@@ -302,7 +365,7 @@ class FieldDictionarySpec(Strict):
 class CollaboratorSpec(Strict):
     kind: Literal["Collaborator"]
     code: Code
-    name: str
+    name: Label
     email: str | None = None
     groups: list[str] = Field(default_factory=list)
 
@@ -316,7 +379,7 @@ class EntitySpec(Strict):
 
     kind: Literal["Entity"]
     code: Code
-    label: str
+    label: Label
     type: Literal["central", "local"] = "local"
     parent: Code | None = None
     operators: list[str] = Field(default_factory=list)  # logins acting for it (--as)
@@ -361,7 +424,7 @@ class DistributionSpec(Strict):
 
     kind: Literal["Distribution"]
     code: Code
-    label: str
+    label: Label
     field: str  # TABLE.FIELD, e.g. PCFIDX.VILLE
     rules: list[DistributionRuleSpec] = Field(min_length=1)
 
@@ -376,7 +439,7 @@ class DistributionSpec(Strict):
 
 class FormFieldSpec(Strict):
     code: Code
-    label: str
+    label: Label
     type: Literal["text", "choice", "number", "date", "bool"] = "text"
     required: bool = False
     choices: list[str] = Field(default_factory=list)
@@ -393,7 +456,7 @@ class PackageSpec(Strict):
 
     kind: Literal["Package"]
     code: Code
-    label: str
+    label: Label
     operation: Code  # the reference operation
     owner: Code  # the central entity offering it
     collaboration: Literal["simple", "by_form", "by_campaign", "by_target_approval"]
@@ -406,7 +469,7 @@ class PackageSpec(Strict):
     audience: list[Code] = Field(default_factory=list)
     distribution: Code | None = None  # which parties belong to which entity (simple, by_form)
     form: list[FormFieldSpec] = Field(default_factory=list)
-    description: str | None = None
+    description: Description | None = None
     documents: list[str] = Field(default_factory=list)  # paths relative to the spec
 
     _known_zone = field_validator("timezone")(OperationSpec._known_zone.__func__)  # type: ignore[attr-defined]

@@ -31,6 +31,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError
 
 from campflow.errors import CampflowError
+from campflow.paths import PathRefused, read_stored
 from campflow.templates import TEMPLATE_TABLES, sandbox
 from flows.fields import parse_template_fields
 
@@ -614,26 +615,32 @@ class MessageTemplate:
 
 
 def compile_message(email: dict[str, Any], place: str) -> MessageTemplate:
-    """The step's message: body by file suffix (.html/.htm, .txt, .rtf, .j2) or inline text.
+    """The step's message: `body:` a file by its suffix (.html/.htm, .txt, .rtf, .j2), or inline
+    `text:` (plain) or `html:`.
 
-    Raises TemplateRefused for a missing file or a template that may not run.
+    Raises TemplateRefused for a template that may not run, CampflowError for a file that is
+    missing or no longer the one apply checked (campflow.paths.read_stored).
     """
     subject = email.get("subject")
-    body = email.get("body")
-    if not isinstance(subject, str) or not isinstance(body, str):
-        raise CampflowError(f"{place}: an e-mail step needs `email: {{subject: …, body: …}}`; got {email!r}")
+    body, inline_text, inline_html = email.get("body"), email.get("text"), email.get("html")
+    if not isinstance(subject, str) or [isinstance(v, str) for v in (body, inline_text, inline_html)].count(True) != 1:
+        raise CampflowError(f"{place}: an e-mail step needs `email:` with a subject and one of body (a template "
+                            "file), text or html; apply the spec again")
     text = _text_body(email.get("text_body"), place)
     attachments = [_read(Path(a), place, "attachment") for a in email.get("attachments") or ()]
     subject_text = FieldText.parse(subject, "html", no_escape)
     files = [(Path(a).name, data) for a, data in zip(email.get("attachments") or (), attachments)]
-    suffix = _suffix(body)
-    if suffix is None:  # inline body
-        if _LOOKS_HTML.search(body):
-            html_body = FieldText.parse(body, "html", html_escape)
-            return MessageTemplate(subject_text, text=text or html_body.derive(html_to_text), html_body=html_body,
-                                   attachments=files)
-        return MessageTemplate(subject_text, text=FieldText.parse(body, "text", no_escape), html_body=None,
+    if isinstance(inline_html, str):
+        html_body = FieldText.parse(inline_html, "html", html_escape)
+        return MessageTemplate(subject_text, text=text or html_body.derive(html_to_text), html_body=html_body,
                                attachments=files)
+    if isinstance(inline_text, str):
+        return MessageTemplate(subject_text, text=FieldText.parse(inline_text, "text", no_escape), html_body=None,
+                               attachments=files)
+    suffix = _suffix(body)
+    if suffix is None:  # stored before `body:` meant a file only: never send a path as the text
+        raise CampflowError(f"{place}: email.body {body[:60]!r} is not a template file; give inline text as "
+                            "`text:` or `html:` and apply the spec again")
     path = Path(body)
     # RTF is 8-bit text in its own code page: kept byte for byte (values are escaped to ASCII)
     source = _read(path, place, "body").decode("latin-1" if suffix == ".rtf" else "utf-8", "replace")
@@ -667,7 +674,7 @@ def _text_body(value: str | None, place: str) -> FieldText | JinjaBody | None:
         return None
     suffix = _suffix(value)
     if suffix is None:
-        return FieldText.parse(value, "text", no_escape)
+        raise CampflowError(f"{place}: email.text_body {value[:60]!r} is not a template file; apply the spec again")
     path = Path(value)
     source = _read(path, place, "text_body").decode("latin-1" if suffix == ".rtf" else "utf-8", "replace")
     if suffix == ".j2":
@@ -680,11 +687,11 @@ def _text_body(value: str | None, place: str) -> FieldText | JinjaBody | None:
 
 
 def _read(path: Path, place: str, what: str) -> bytes:
+    """The file apply checked, if it still is that file (no symlink swapped in since)."""
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CampflowError(f"{place}: cannot read the {what} {path}: {exc.strerror}; apply the spec again "
-                            "from the folder that holds it") from None
+        return read_stored(path)
+    except PathRefused as exc:
+        raise CampflowError(f"{place}: {what} refused: {exc}; nothing was sent") from None
 
 
 __all__ = [

@@ -73,14 +73,12 @@ def _not_a_package(head: bytes) -> str:
     return "it is not a zip package (a text file renamed .docx?); save the letter from Word as .docx"
 
 
-def _read_package(path: Path) -> list[tuple[zipfile.ZipInfo, bytes]]:
-    """Every entry of the package; TemplateError when it is not a Word document."""
-    with path.open("rb") as file:
-        head = file.read(8)
-    if not zipfile.is_zipfile(path):
-        raise TemplateError(f"{path.name} is not a Word .docx file: {_not_a_package(head)}")
+def _read_package(path: Path, raw: bytes) -> list[tuple[zipfile.ZipInfo, bytes]]:
+    """Every entry of the package (`raw`, read from `path`); TemplateError when it is not a Word document."""
+    if not zipfile.is_zipfile(io.BytesIO(raw)):
+        raise TemplateError(f"{path.name} is not a Word .docx file: {_not_a_package(raw[:8])}")
     try:
-        with zipfile.ZipFile(path) as package:
+        with zipfile.ZipFile(io.BytesIO(raw)) as package:
             entries = [(info, package.read(info)) for info in package.infolist()]
     except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise TemplateError(f"{path.name} is a damaged zip package: {error}") from None
@@ -123,12 +121,14 @@ class WordTemplate:
     merge (Word's NEXT / NEXTIF / SKIPIF record fields, merge fields in foot- or endnotes).
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, raw: bytes | None = None) -> None:
+        """`raw`: the file's bytes when the caller read them (a run reads them checked, campflow.paths)."""
         self.path = Path(path)
-        self._entries = _read_package(self.path)
+        raw = self.path.read_bytes() if raw is None else raw
+        self._entries = _read_package(self.path, raw)
         self._data = {info.filename: data for info, data in self._entries}
         try:
-            with MailMerge(str(self.path)) as merge:  # parses every part, then closes the zip
+            with MailMerge(io.BytesIO(raw)) as merge:  # parses every part, then closes the zip
                 pass
         except Exception as error:  # lxml, KeyError, ValueError: all mean a damaged document
             raise TemplateError(f"{self.path.name} cannot be read as a Word document ({type(error).__name__}: "

@@ -74,7 +74,7 @@ steps:
     kind: emailing
     email:
       subject: "Soldes chez [[ORDER.MAGASIN]] — [[PCFIDX.NOM]]"
-      body: "Bonjour [[PCFIDX.NOM]], rendez-vous chez [[ORDER.magasin]]."
+      text: "Bonjour [[PCFIDX.NOM]], rendez-vous chez [[ORDER.magasin]]."
   - {code: S2, label: Relance, kind: other, next: []}
 ---
 kind: Operation
@@ -92,7 +92,7 @@ steps:
     kind: emailing
     email:
       subject: "[[ORDER.MAGASIN]] invite [[PCFIDX.NOM]]"
-      body: "Votre magasin : [[ORDER.MAGASIN]]"
+      text: "Votre magasin : [[ORDER.MAGASIN]]"
     next: []
   - code: X1
     label: Liste

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 
 import pytest
@@ -70,9 +71,13 @@ class TestApply:
         assert "nothing written" in result.out
         assert scalar("select count(*) from operation") == 0
 
-    def test_export_then_apply_changes_nothing(self, examples_applied, cli, tmp_path):
+    def test_export_then_apply_changes_nothing(self, examples_applied, cli, tmp_path, monkeypatch):
         out = tmp_path / "exported" / "salon.yaml"
-        assert cli("export", "SALON-ERP-2026", "-o", out).code == 0
+        exported = cli("export", "SALON-ERP-2026", "-o", out)
+        assert exported.code == 0
+        assert "lie outside" in exported.err and "CAMPFLOW_ALLOWED_DIRS" in exported.err
+        # exported away from its templates: they are read where an administrator allows it
+        monkeypatch.setenv("CAMPFLOW_ALLOWED_DIRS", str(EXAMPLES / "specs"))
         data = yaml.safe_load(out.read_text(encoding="utf-8"))
         assert data["steps"][1]["next"][0]["formula"] == "C1 or (C2 and C3 and not C4)"
         assert not data["steps"][0]["email"]["body"].startswith("/")  # relative to the export
@@ -95,8 +100,8 @@ class TestApply:
         spec = tmp_path / "salon.yaml"
         spec.write_text(source.replace("label: Salon ERP 2026", "label: Salon ERP 2026 (Paris)"),
                         encoding="utf-8")
-        for name in ("templates", "docs"):
-            (tmp_path / name).symlink_to(EXAMPLES / "specs" / name)
+        for name in ("templates", "docs"):  # copies: a symlink out of the spec's folder is refused
+            shutil.copytree(EXAMPLES / "specs" / name, tmp_path / name)
         result = cli("apply", spec)
         assert "updated   Operation SALON-ERP-2026" in result.out, result.err
         assert scalar("select label from operation where code = 'SALON-ERP-2026'") == "Salon ERP 2026 (Paris)"

@@ -147,7 +147,7 @@ def new(
 
     Example: campflow ops new SALON-LYON-2027 --from MODELE-SALON --label "Salon Lyon 2027"
     """
-    from campflow.apply import apply_documents, document_from_data, export_operation
+    from campflow.apply import apply_documents, document_from_data, export_operation, spec_file_of
 
     with db.session() as session:
         data = export_operation(session, template)
@@ -164,7 +164,8 @@ def new(
             step.pop("template", None)
         if code in {row for row in _operation_codes(session)}:
             raise CampflowError(f"operation {code} exists already; choose another code")
-        results = apply_documents(session, [document_from_data(data, f"<ops new {code}>")], [])
+        results = apply_documents(session, [document_from_data(data, f"<ops new {code}>",
+                                                               spec_file_of(session, template))], [])
     console.print(f"[green]{results[0].outcome}[/] operation {code} from template {template}")
 
 
@@ -195,7 +196,7 @@ def load_template(
 
     Example: campflow steps load-template SALON-ERP-2026 --from MODELE-SALON/RELANCE --as S7
     """
-    from campflow.apply import apply_documents, document_from_data, export_operation
+    from campflow.apply import apply_documents, document_from_data, export_operation, spec_file_of
     from campflow.templating import copy_step_into
 
     source_op, _, source_step = source.partition("/")
@@ -208,7 +209,10 @@ def load_template(
         if result.replaces and not yes and not typer.confirm(
                 f"{operation} already has a step {result.code}; overwrite it?", default=False):
             raise typer.Abort()
-        apply_documents(session, [document_from_data(result.operation, f"<load-template {source}>")], [])
+        # the copied step's files lie beside the template's spec; the target's own, beside its spec
+        apply_documents(session, [document_from_data(result.operation, f"<load-template {source}>",
+                                                     spec_file_of(session, operation),
+                                                     [spec_file_of(session, source_op)])], [])
     for dropped in result.dropped_routes:
         console.print(f"[yellow]note:[/] route to {dropped} dropped ({operation} has no such step)")
     console.print(f"[green]{'replaced' if result.replaces else 'added'}[/] step {result.code} in {operation}")

@@ -99,7 +99,7 @@ def export(
 
     Example: campflow export SALON-ERP-2026 -o salon.yaml
     """
-    from campflow.apply import export_operation, relative_paths
+    from campflow.apply import export_operation, paths_outside, relative_paths
     from campflow.collaboration import require_operation_access
 
     with db.session() as session:
@@ -112,5 +112,10 @@ def export(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
         err_console.print(f"wrote {output}")
+        outside = paths_outside(data)
+        if outside:
+            err_console.print(f"[yellow]note:[/] {len(outside)} file(s) lie outside {output.resolve().parent} "
+                              f"({escape(outside[0])}…): apply refuses them there unless their folder is in "
+                              "CAMPFLOW_ALLOWED_DIRS; export next to the spec, or copy the files beside the export")
     else:
         print(text, end="")

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from blocks.storage import publish
 from campflow.catalog import load_field_catalog
 from campflow.errors import CampflowError, Problem, SpecError
+from campflow.paths import PathRefused, read_stored
 from flows.fields import FieldRef
 from tasks.records import (
     FieldColumn,
@@ -70,11 +71,12 @@ def plan_merge(session: Session, ctx: StepContext) -> MergePlan:
     if not written:
         raise CampflowError(f"{place}: a {ctx.kind} step needs `document: {{template: FILE.docx}}`")
     path = Path(written)
-    if not path.is_file():
-        raise CampflowError(f"{place}: template {path} not found; put it back or fix "
-                            "document.template and apply the spec again")
     try:
-        template = WordTemplate(path)
+        raw = read_stored(path)  # the file apply checked, unless a symlink was swapped in since
+    except PathRefused as exc:
+        raise CampflowError(f"{place}: template refused: {exc}; nothing was merged") from None
+    try:
+        template = WordTemplate(path, raw)
     except TemplateError as error:
         raise SpecError([Problem(f"{place} document.template", str(error))], FIX) from None
     catalog = load_field_catalog(session)
