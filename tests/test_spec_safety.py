@@ -329,6 +329,21 @@ class TestPathsAtRunTime:
         assert "is no longer the file the spec named" in message and "nothing was sent" in message
         assert smtp.received == []
 
+    def test_the_operator_sees_one_error_line_naming_the_step_and_the_path(self, database, cli, tmp_path, prefect,
+                                                                          channels, smtp, monkeypatch):
+        monkeypatch.setenv("CAMPFLOW_OUTPUT_DIR", str(tmp_path / "out"))
+        no_retry(monkeypatch)
+        setup_operation(cli, tmp_path)
+        swap(tmp_path / "specs" / "plan salon.pdf", Path("/etc/passwd"))
+        add_smtp(cli, "emailing", smtp.port)
+        result = cli("run", "MAIL")
+        assert result.code == 1
+        errors = [line for line in result.err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "S1" in errors[0] and "MAIL" in errors[0]
+        assert f"attachment refused: {tmp_path / 'specs' / 'plan salon.pdf'} is no longer the file" in errors[0]
+        assert "Traceback" not in result.out + result.err
+        assert smtp.received == []
+
     def test_a_word_template_swapped_for_a_symlink_is_not_merged(self, database, cli, folders):
         specs, secret = folders
         assert cli("apply", write(specs, PATH_KEYS[3], "file.docx")).code == 0
