@@ -57,6 +57,7 @@ class Applied:
     code: str
     outcome: str  # created | updated | unchanged
     place: str
+    warnings: tuple[str, ...] = ()  # "file:line: what may go wrong and the fix"; written anyway
 
 
 def apply_path(session: Session, target: Path, *, check_only: bool = False) -> list[Applied]:
@@ -77,7 +78,8 @@ def apply_documents(session: Session, documents: Sequence[Document], problems: l
     results = []
     for doc in ordered:
         outcome = "checked" if check_only else WRITERS[doc.kind](session, doc)
-        results.append(Applied(doc.kind, doc.spec.code, outcome, doc.place()))  # type: ignore[attr-defined]
+        warnings = tuple(str(w) for w in doc.warnings)
+        results.append(Applied(doc.kind, doc.spec.code, outcome, doc.place(), warnings))  # type: ignore[attr-defined]
         session.flush()
     return results
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from campflow.catalog import Known, QuestionInfo
 from campflow.errors import FormulaError, Problem
 from campflow.paths import PathRefused, spec_path
 from campflow.yamlsource import SourceDocument, load_documents, spec_files
-from flows.fields import FieldCatalog, parse_template_fields
+from flows.fields import FieldCatalog, FieldRef, TemplateField, split_default, template_fields
 from flows.formula import check_names, parse_formula
 from flows.graph import CycleError, StepNode, topological_order
 from models.specs import (
@@ -36,6 +37,7 @@ class Document:
 
     source: SourceDocument
     spec: Strict
+    warnings: list[Problem] = dataclass_field(default_factory=list)  # `apply` prints them, writes anyway
 
     @property
     def kind(self) -> str:
@@ -432,7 +434,8 @@ class OperationCheck:
                 for message in check_template(path, step.document.fields, self.catalog):
                     self.problem(loc + ("document", "template"), message)
             for name, target in step.document.fields.items():
-                self.check_field(target, loc + ("document", "fields", name))
+                self.check_field(split_default(target)[0], loc + ("document", "fields", name))
+            self.warn_document_fields(step, path, loc)
         if step.labels:
             from tasks.kinds.label_mailing import check_labels
 
@@ -452,11 +455,13 @@ class OperationCheck:
             self.problem(loc, f"field: {exc}")
 
     def check_fields_in(self, text: str, syntax: str, loc: Loc) -> None:
-        for name, start, _end in parse_template_fields(text, syntax):
+        for found in template_fields(text, syntax):
             try:
-                self.catalog.resolve(name, start)
+                ref = self.catalog.resolve(found.reference, found.start)
             except FormulaError as exc:
-                self.problem(loc, f"field [[{name}]]: {exc.message}")
+                self.problem(loc, f"field [[{found.reference}]]: {exc.message}")
+            else:
+                self.warn_kind_table(ref, found, syntax, self.doc.place(loc))
 
     def allowed_file(self, value: str, loc: Loc, what: str) -> Path | None:
         """The resolved file, or None after noting why the spec may not read it."""
@@ -479,12 +484,55 @@ class OperationCheck:
                 self.problem(loc, f"{path.name}: {message}")
             return
         syntax = "rtf" if path.suffix == ".rtf" else "html"
-        for name, start, _end in parse_template_fields(text, syntax):
-            line = text.count("\n", 0, start) + 1
+        for found in template_fields(text, syntax):
+            line = text.count("\n", 0, found.start) + 1
             try:
-                self.catalog.resolve(name)
+                ref = self.catalog.resolve(found.reference)
             except FormulaError as exc:
-                self.problem(loc, f"{path}:{line}: field {name}: {exc.message}")
+                self.problem(loc, f"{path}:{line}: field {found.reference}: {exc.message}")
+            else:
+                self.warn_kind_table(ref, found, syntax, f"{path}:{line}")
+
+    def warn_kind_table(self, ref: FieldRef, found: TemplateField, syntax: str, place: str) -> None:
+        """A kind's table (`PRO.NOM`) without a default, in an operation targeting other kinds too:
+        empty for those parties, whose messages then fail at send time. A warning, not a refusal."""
+        if found.default is None:
+            opening, closing = ("[", "]") if syntax == "rtf" else ("[[", "]]")
+            marker = f"{opening}{found.reference}{closing}"
+            self.warn_kind(ref, marker, f"{opening}{found.reference}|Madame, Monsieur{closing}", "messages will fail",
+                           place)
+
+    def warn_document_fields(self, step: StepSpec, path: Path | None, loc: Loc) -> None:
+        """The same warning for the merge fields of a Word template (`PRO__NOM`, or mapped to PRO.NOM)."""
+        from tasks.wordmerge import TemplateError, map_fields, template_fields  # lxml: loaded when needed
+
+        assert step.document is not None
+        try:
+            names = template_fields(path) if path is not None else ()
+        except TemplateError:
+            return  # check_template said why
+        mapping, _ = map_fields(names, step.document.fields, self.catalog)
+        outcome = "faxes will fail" if step.kind == "faxing" else "documents will show a blank"
+        for name, target in mapping.items():
+            reference, default = split_default(target)
+            if default is not None:
+                continue
+            try:
+                ref = self.catalog.resolve(reference)
+            except FormulaError:
+                continue  # check_field or check_template said why
+            given = name in step.document.fields
+            place = self.doc.place(loc + (("document", "fields", name) if given else ("document", "template")))
+            fix = f'document.fields: {{{name}: "{reference}|Madame, Monsieur"}}'
+            self.warn_kind(ref, f"merge field {name} ({reference})", fix, outcome, place)
+
+    def warn_kind(self, ref: FieldRef, marker: str, fix: str, outcome: str, place: str) -> None:
+        others = [kind for kind in self.spec.party_kinds if kind != ref.party_kind]
+        if ref.party_kind is None or not others:
+            return
+        message = (f"{marker} has a value for {ref.party_kind} parties only; operation {self.spec.code} also "
+                   f"targets {', '.join(others)}, whose {outcome} on it; give a default: {fix}")
+        self.doc.warnings.append(Problem(place, message))
 
     def check_graph(self) -> None:
         nodes = [StepNode(s.code, None if s.next is None else tuple(r.to for r in s.next))

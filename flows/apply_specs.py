@@ -42,6 +42,8 @@ def apply_specs(path: str, dry_run: bool = False) -> dict[str, Any]:
     create_markdown_artifact(key="apply-specs", markdown=applied_markdown(str(target), results, dry_run),
                              description=f"Specs applied from {target}")
     logger = get_run_logger()
+    for warning in (w for r in results for w in r.warnings):  # written anyway: shown, not refused
+        logger.warning(warning)
     if not dry_run:
         for level, line in after_apply(summary["operations"], inside_flow=True):
             (logger.warning if level == "warning" else logger.info)(line)

@@ -27,21 +27,39 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError
 
 from campflow.errors import CampflowError
 from campflow.paths import PathRefused, read_stored
 from campflow.templates import TEMPLATE_TABLES, sandbox
-from flows.fields import parse_template_fields
+from flows.fields import template_fields
 
 HTML_SUFFIXES = (".html", ".htm")
 _LOOKS_HTML = re.compile(r"<(?:!doctype|html|body|p|div|br|table|a|b|i|strong|em|span|h[1-6]|ul|ol|li)\b", re.I)
 _TOKEN = re.compile("\x00([0-9]+)\x00")
+DEFAULT_EXAMPLE = "text when empty"  # shown in the fix of an EmptyField
 
 
 class TemplateRefused(CampflowError):
     """A template that may not run: unsafe, or reading something that is not a field."""
+
+
+class EmptyField(CampflowError):
+    """A field printed without a default whose value is NULL or blank: that message is not sent."""
+
+    def __init__(self, marker: str, fix: str, party: str = "") -> None:
+        self.marker, self.fix, self.party = marker, fix, party
+        who = f" for {party}" if party else ""
+        super().__init__(f"{marker} is empty{who}; give a default: {fix}")
+
+    def for_party(self, party: str) -> EmptyField:
+        return EmptyField(self.marker, self.fix, party)
+
+
+def is_empty(text: str) -> bool:
+    """A value that would leave a hole in a message: NULL (formatted as "") or blank."""
+    return not text or text.isspace()
 
 
 # --- values ----------------------------------------------------------------------------------
@@ -94,28 +112,32 @@ def rtf_escape(text: str) -> str:
 
 
 class FieldText:
-    """A text split once at its field markers: literal, slot, literal, … joined per recipient."""
+    """A text split once at its field markers: literal, slot, literal, … joined per recipient.
 
-    def __init__(self, parts: Sequence[str], references: Sequence[str], escape: Callable[[str], str]) -> None:
+    A marker's default (`[[PRO.NOM|Madame, Monsieur]]`) is template text, written unescaped
+    where the value is NULL or blank; without one, such a value raises EmptyField.
+    """
+
+    def __init__(self, parts: Sequence[str], references: Sequence[str], escape: Callable[[str], str],
+                 defaults: Sequence[str | None] | None = None, syntax: str = "html") -> None:
         self.parts = tuple(parts)
         self.references = tuple(references)
         self.escape = escape
+        self.defaults = tuple(defaults) if defaults is not None else (None,) * len(self.references)
+        self.syntax = syntax  # how markers are written, for EmptyField's message
         self.slots: tuple[int, ...] = ()
 
     @classmethod
     def parse(cls, text: str, syntax: str, escape: Callable[[str], str]) -> FieldText:
         """Split at `[[…]]` (syntax "html"/"text") or `[…]` (syntax "rtf")."""
-        parts, references, cut = [], [], 0
-        for reference, start, end in parse_template_fields(text, syntax):
-            if syntax == "rtf":
-                opening, closing = start - 1, end + 1
-            else:
-                opening, closing = text.rindex("[[", 0, start), text.index("]]", end) + 2
-            parts.append(text[cut:opening])
-            references.append(reference)
-            cut = closing
+        parts, references, defaults, cut = [], [], [], 0
+        for found in template_fields(text, syntax):
+            parts.append(text[cut:found.opening])
+            references.append(found.reference)
+            defaults.append(found.default)
+            cut = found.closing
         parts.append(text[cut:])
-        return cls(parts, references, escape)
+        return cls(parts, references, escape, defaults, syntax)
 
     def tokenised(self) -> str:
         """The text with each marker as a token that survives HTML/RTF-to-text conversion."""
@@ -128,18 +150,34 @@ class FieldText:
         """The same fields in a converted text (HTML or RTF made plain text), values unescaped."""
         pieces = _TOKEN.split(convert(self.tokenised()))
         references = [self.references[int(k)] for k in pieces[1::2]]
-        return FieldText(pieces[0::2], references, no_escape)
+        defaults = [self.defaults[int(k)] for k in pieces[1::2]]
+        defaults = [None if d is None else convert(d).strip() for d in defaults]
+        return FieldText(pieces[0::2], references, no_escape, defaults, self.syntax)
 
     def bind(self, index_of: dict[str, int]) -> None:
         self.slots = tuple(index_of[r] for r in self.references)
 
     def render(self, texts: Sequence[str]) -> str:
+        """The text for one recipient; EmptyField when a value is missing and has no default."""
         parts, escape = self.parts, self.escape
         out = [parts[0]]
         for k, slot in enumerate(self.slots, start=1):
-            out.append(escape(texts[slot]))
+            text = texts[slot]
+            if is_empty(text):
+                default = self.defaults[k - 1]
+                if default is None:
+                    raise self.empty(k - 1)
+                out.append(default)  # template text: already escaped as its format needs
+            else:
+                out.append(escape(text))
             out.append(parts[k])
         return "".join(out)
+
+    def empty(self, k: int) -> EmptyField:
+        """The error of marker k left without a value: the marker as written, and with a default."""
+        opening, closing = ("[", "]") if self.syntax == "rtf" else ("[[", "]]")
+        reference = self.references[k]
+        return EmptyField(f"{opening}{reference}{closing}", f"{opening}{reference}|{DEFAULT_EXAMPLE}{closing}")
 
 
 # --- Jinja2 bodies ---------------------------------------------------------------------------
@@ -167,7 +205,8 @@ class _Record:
 
 
 class JinjaBody:
-    """A `.j2` body compiled once in the sandbox; undefined names raise instead of printing blanks."""
+    """A `.j2` body compiled once in the sandbox; undefined names raise instead of printing blanks,
+    and so do fields printed empty without `|default(…)` (EmptyField)."""
 
     def __init__(self, source: str, name: str, as_html: bool) -> None:
         self.name = name
@@ -193,13 +232,26 @@ class JinjaBody:
             node = tables.setdefault(path[0], {})
             for key in path[1:-1]:
                 node = node.setdefault(key, {})
-            node[path[-1]] = values[slot]
+            value = values[slot]
+            missing = value is None or isinstance(value, str) and is_empty(value)
+            node[path[-1]] = _Empty(name=".".join(path)) if missing else value
         context = {name: _record(fields) for name, fields in tables.items()}
         try:
             return self.template.render(context)
-        except SecurityError as exc:
+        except SecurityError as exc:  # EmptyField passes through: this recipient's message fails
             raise TemplateRefused(f"{self.name}: the sandbox refused the template: {exc}; templates may "
                                   "only read fields") from None
+
+
+class _Empty(Undefined):
+    """A NULL or blank field in a `.j2` body: false in `{% if %}`, replaced by `|default(…)`,
+    and an EmptyField when printed, so no message goes out with a hole."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        name = self._undefined_name
+        raise EmptyField(f"{{{{ {name} }}}}", f"{{{{ {name}|default('{DEFAULT_EXAMPLE}') }}}}")
 
 
 def _record(fields: dict[str, Any]) -> _Record:
@@ -571,15 +623,21 @@ class MessageTemplate:
             f"X-Campflow-Step: {header_text(step, 'X-Campflow-Step')}\r\n").encode("ascii")
 
     def build(self, recipient: Recipient) -> bytes:
-        """The whole message for one recipient: headers and MIME body, CRLF line ends."""
+        """The whole message for one recipient: headers and MIME body, CRLF line ends.
+
+        Raises EmptyField naming the party when a field without a default is NULL or blank.
+        """
         values = recipient.values
         texts = [format_value(v) for v in values]
-        subject = self.subject.render(texts)
+        try:
+            subject = self.subject.render(texts)
+            body = self._body(values, texts)
+        except EmptyField as exc:
+            raise exc.for_party(recipient.party_code) from None
         head = (f"To: {format_address(recipient.name, recipient.address)}\r\n"
                 f"Subject: {header_text(subject, 'Subject')}\r\nDate: {date_header()}\r\n"
                 f"Message-ID: {recipient.message_id}\r\n"
                 f"X-Campflow-Party: {header_text(recipient.party_code, 'X-Campflow-Party')}\r\n")
-        body = self._body(values, texts)
         return self.constant_headers + head.encode("ascii") + body
 
     def _render(self, piece: FieldText | JinjaBody, values: Sequence[Any], texts: list[str]) -> str:
@@ -695,7 +753,7 @@ def _read(path: Path, place: str, what: str) -> bytes:
 
 
 __all__ = [
-    "FieldText", "JinjaBody", "MessageTemplate", "Recipient", "TemplateRefused",
+    "EmptyField", "FieldText", "JinjaBody", "MessageTemplate", "Recipient", "TemplateRefused",
     "check_address", "compile_message", "encode_words", "format_address", "format_value", "header_text",
     "html_to_text", "jinja_problems", "message_filename", "rtf_escape", "rtf_to_text", "sender_header",
 ]

@@ -38,8 +38,8 @@ steps:
       template: letter.docx
       channel: {gateway}
       fields: {{first_name: contact.first_name, last_name: contact.last_name, address_line: party.name,
-               city: party.city, state: party.country, postal_code: party.postal_code,
-               country: party.country, date: operation.starts_at}}
+               city: party.city, state: "party.country|", postal_code: "party.postal_code|",
+               country: "party.country|France", date: "operation.starts_at|"}}
     next: []
 """
 

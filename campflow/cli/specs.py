@@ -78,6 +78,8 @@ def apply(
     for r in results:
         colour = {"created": "green", "updated": "yellow", "unchanged": "dim", "checked": "cyan"}[r.outcome]
         console.print(f"[{colour}]{r.outcome:9}[/] {r.kind} {escape(r.code)}  [dim]{escape(r.place)}[/]")
+        for warning in r.warnings:
+            err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     if check:
         console.print(f"{len(results)} document(s) valid; nothing written (--check)")
         return

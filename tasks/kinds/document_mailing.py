@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from blocks.storage import publish
 from campflow.catalog import load_field_catalog
 from campflow.errors import CampflowError, Problem, SpecError
 from campflow.paths import PathRefused, read_stored
-from flows.fields import FieldRef
+from flows.fields import FieldRef, split_default
+from tasks.mail import DEFAULT_EXAMPLE, EmptyField, is_empty
 from tasks.records import (
     FieldColumn,
     RecordQuery,
@@ -53,10 +55,30 @@ class MergePlan:
     template: WordTemplate
     columns: tuple[FieldColumn, ...]  # each field once, in the order of a RecordQuery row
     sources: tuple[tuple[str, int], ...]  # (merge field name, index of its column)
+    # (merge field name, the field it shows as written, its default or None): `NOM: "PRO.NOM|Madame"`
+    defaults: tuple[tuple[str, str, str | None], ...] = ()
 
     def values(self, row: Sequence[Any]) -> dict[str, Any]:
         """A RecordQuery row (of `columns`) as merge field name → value."""
         return {name: row[index] for name, index in self.sources}
+
+    def filled(self, values: dict[str, Any], blanks: Counter[str] | None = None) -> dict[str, Any]:
+        """`values` with each NULL or blank field's default; EmptyField for a field without one
+        (a fax), or, given `blanks`, that field counted there and merged blank (a document)."""
+        for name, target, default in self.defaults:
+            value = values.get(name)
+            if value is None or isinstance(value, str) and is_empty(value):
+                if default is not None:
+                    values[name] = default
+                elif blanks is not None:
+                    blanks[name] += 1
+                else:
+                    raise EmptyField(f"merge field {name}", self.fix(name))
+        return values
+
+    def fix(self, name: str) -> str:
+        target = next(target for field, target, _ in self.defaults if field == name)
+        return f'document.fields: {{{name}: "{target}|{DEFAULT_EXAMPLE}"}}'
 
 
 def plan_merge(session: Session, ctx: StepContext) -> MergePlan:
@@ -84,6 +106,8 @@ def plan_merge(session: Session, ctx: StepContext) -> MergePlan:
                                    f"template {path.name}")
     if problems:
         raise SpecError([Problem(f"{place} document.template", p) for p in problems], FIX)
+    defaults = tuple((name, *split_default(target)) for name, target in mapping.items())
+    mapping = {name: target for name, target, _ in defaults}
     targets = list(dict.fromkeys(mapping.values()))
     columns: list[FieldColumn] = []
     index: dict[FieldRef, int] = {}  # PCFIDX.NOM and party.name are one column
@@ -92,7 +116,7 @@ def plan_merge(session: Session, ctx: StepContext) -> MergePlan:
         where[column.text] = index.setdefault(column.ref, len(columns))
         if len(index) > len(columns):
             columns.append(column)
-    return MergePlan(template, tuple(columns), tuple((name, where[t]) for name, t in mapping.items()))
+    return MergePlan(template, tuple(columns), tuple((name, where[t]) for name, t in mapping.items()), defaults)
 
 
 def run(session: Session, ctx: StepContext) -> StepOutcome:
@@ -104,21 +128,34 @@ def run(session: Session, ctx: StepContext) -> StepOutcome:
     result = session.execute(query.execution_options(yield_per=FETCH_ROWS, stream_results=True))
     stem = f"{ctx.operation_code}-{ctx.step_code}"
     per_party = bool((ctx.settings.get("document") or {}).get("per_party"))
+    blanks: Counter[str] = Counter()
     with result:
-        files, merged = write_documents(plan, result, ctx.output_dir, stem, per_party)
+        files, merged = write_documents(plan, result, ctx.output_dir, stem, per_party, blanks)
     done = mark_processed(session, ctx.step_id)
     outputs = publish(ctx.output_dir, files)
     each = f", and one file per party in {stem}/" if per_party else ""
+    message = f"{merged} part{'y' if merged == 1 else 'ies'} merged into {stem}.docx{each}"
     return StepOutcome(processed=done, statuses={"ok_continue": done}, outputs=outputs,
-                       message=f"{merged} part{'y' if merged == 1 else 'ies'} merged into {stem}.docx{each}")
+                       message=message + _blank_note(plan, blanks))
+
+
+def _blank_note(plan: MergePlan, blanks: Counter[str]) -> str:
+    """Printed letters are read before they are posted: their holes are reported, not refused."""
+    if not blanks:
+        return ""
+    first = min(blanks)
+    counts = ", ".join(f"{name} ({count})" for name, count in sorted(blanks.items()))
+    return (f"; merged blank where empty, by merge field (parties): {counts}; give a default in "
+            f"document.fields, e.g. {plan.fix(first).removeprefix('document.fields: ')}")
 
 
 def write_documents(plan: MergePlan, rows: Iterable[Sequence[Any]], folder: Path, stem: str,
-                    per_party: bool) -> tuple[list[Path], int]:
+                    per_party: bool, blanks: Counter[str] | None = None) -> tuple[list[Path], int]:
     """Write `<stem>.docx` (a section per row) and, per party, `<stem>/<code>.docx`.
 
     Each row is (party code, *plan.columns). Files appear whole, all at once, or not at all.
-    Returns the files written and the number of parties merged.
+    Returns the files written and the number of parties merged; `blanks` counts, per merge
+    field, the parties it is empty for (without a default).
     """
     staging = folder / f".{stem}.{uuid.uuid4().hex}.tmp"
     staging.mkdir(parents=True)
@@ -127,7 +164,9 @@ def write_documents(plan: MergePlan, rows: Iterable[Sequence[Any]], folder: Path
         written: list[Path] = []
         merged = staging / f"{stem}.docx"
         with merged.open("wb") as out:
-            count = plan.template.write(out, _records(plan, rows, parties if per_party else None, written))
+            records = _records(plan, rows, parties if per_party else None, written,
+                               Counter() if blanks is None else blanks)
+            count = plan.template.write(out, records)
             out.flush()
             os.fsync(out.fileno())  # the data is on disk before the name points to it
         final = folder / merged.name
@@ -139,11 +178,11 @@ def write_documents(plan: MergePlan, rows: Iterable[Sequence[Any]], folder: Path
 
 
 def _records(plan: MergePlan, rows: Iterable[Sequence[Any]], parties: Path | None,
-             written: list[Path]) -> Iterator[dict[str, Any]]:
+             written: list[Path], blanks: Counter[str]) -> Iterator[dict[str, Any]]:
     """Each row's merge values; with a folder, also writes the party's own document there."""
     used: set[str] = set()
     for code, *row in rows:
-        values = plan.values(row)
+        values = plan.filled(plan.values(row), blanks)
         if parties is not None:
             path = parties / file_name(code, used)
             parties.mkdir(exist_ok=True)

@@ -37,7 +37,15 @@ from blocks.channels import (
 )
 from campflow.errors import CampflowError
 from models import Contact, Operation, OperationTargetContact, Party
-from tasks.mail import MessageTemplate, Recipient, TemplateRefused, check_address, compile_message, message_filename
+from tasks.mail import (
+    EmptyField,
+    MessageTemplate,
+    Recipient,
+    TemplateRefused,
+    check_address,
+    compile_message,
+    message_filename,
+)
 from tasks.outbox import OutboxWriter, Settlement, remember, settle_statuses, start_run
 from tasks.records import CLAIMED, FieldColumn, RecordQuery, batches, claim_parties, question_ids, resolve_fields
 from tasks.registry import StepContext, StepKind, StepOutcome, in_prefect_run, register
@@ -220,6 +228,7 @@ class StepRun:
         self.missing = f"no contact with function {', '.join(functions)}" if functions else ""
         self.outbox = OutboxWriter(ctx.operation_id, ctx.step_id, sender.label, ctx.resend_unknown, connect=False)
         self.refused_before_sending: dict[str, int] = {}
+        self.empty_fields: dict[str, str] = {}  # a batch's EmptyField reasons → marker, counted by field
         self.files = 0
 
     def send_all(self) -> None:
@@ -283,6 +292,9 @@ class StepRun:
                     data = self.message.build(Recipient(address, name, party_code, message_id, row))
                 except TemplateRefused as exc:
                     raise CampflowError(f"step {self.ctx.operation_code}/{self.ctx.step_code}: {exc}") from None
+                except EmptyField as exc:  # a hole in this party's message: it fails, the others go on
+                    error = str(exc)
+                    self.empty_fields[error] = exc.marker
                 except Exception as exc:  # a template failing on this party's values: this message fails
                     error = f"template error: {type(exc).__name__}: {exc}"
                 else:
@@ -299,6 +311,7 @@ class StepRun:
         for c in claimed:
             if c.mine and c.state == "failed":  # refused here, before any sending
                 self.count_failure(errors[(c.party_id, c.contact_id)])
+        self.empty_fields.clear()  # they were this batch's
         ids = [c.id for c in claimed]
         chosen = [(c.id, built[(c.party_id, c.contact_id)]) for c in claimed if c.mine and c.state == "sending"]
         if not chosen:
@@ -309,6 +322,8 @@ class StepRun:
     def count_failure(self, error: str) -> None:
         if error == self.missing:
             key = "no contact with the step's functions"
+        elif error in self.empty_fields:
+            key = f"{self.empty_fields[error]} empty, no default"
         elif error.startswith("invalid address"):
             key = "invalid address"
         else:

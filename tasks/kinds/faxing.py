@@ -26,7 +26,7 @@ from blocks.fax import FaxGateway
 from campflow.errors import CampflowError
 from flows.fields import FieldRef
 from tasks.kinds.document_mailing import MergePlan, plan_merge
-from tasks.mail import message_filename, sender_header
+from tasks.mail import EmptyField, message_filename, sender_header
 from tasks.outbox import OutboxWriter, remember, settle_statuses, start_run
 from tasks.records import FieldColumn, RecordQuery, batches, claim_parties, question_ids
 from tasks.registry import StepContext, StepKind, StepOutcome, register
@@ -129,14 +129,19 @@ class FaxRun:
             party_id, code, name, raw = row[:len(FIXED)]
             try:
                 number = normalise_fax(raw, self.gateway.default_region)
+                values = self.plan.filled(self.plan.values(row[len(FIXED):]))
             except ValueError as exc:
                 reason = str(exc)
                 self.refused[reason.split(":")[0]] = self.refused.get(reason.split(":")[0], 0) + 1
                 keys.append((party_id, None, raw, reason))
                 continue
+            except EmptyField as exc:  # no fax goes out with a hole: this party fails, the others go on
+                key = f"{exc.marker} empty, no default"
+                self.refused[key] = self.refused.get(key, 0) + 1
+                keys.append((party_id, None, raw, str(exc.for_party(code))))
+                continue
             address = self.gateway.address(number)
             message_id = f"<campflow.{self.ctx.operation_code}.{self.ctx.step_code}.{party_id}.fax@{self.domain}>"
-            values = self.plan.values(row[len(FIXED):])
             built[party_id] = (Outgoing(address, self.message(address, code, name, number, message_id, values),
                                         message_filename(code, None)), message_id)
             keys.append((party_id, None, address, None))
