@@ -315,6 +315,52 @@ class TestReadStored:
             read_stored(tmp_path / "a.txt", roots=[tmp_path / "elsewhere"])
 
 
+TEMPLATE_OP = """kind: Operation
+code: MODELE
+label: Modèle
+template: true
+steps:
+  - code: INVIT
+    label: Invitation
+    kind: emailing
+    email: {subject: Bonjour, body: file.html, attachments: [file.pdf]}
+"""
+
+
+class TestCopiesOfStoredOperations:
+    """Operations made in code from a stored one keep the files of the spec they copy."""
+
+    def test_ops_new_and_load_template_from_another_folder(self, database, cli, folders, tmp_path):
+        specs, _ = folders
+        (specs / "modele.yaml").write_text(TEMPLATE_OP, encoding="utf-8")
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "own.html").write_text("<p>Salut</p>", encoding="utf-8")
+        (other / "op.yaml").write_text(_operation("    kind: emailing\n    email: {subject: S, body: own.html}\n"),
+                                       encoding="utf-8")
+        for spec in (specs / "modele.yaml", other / "op.yaml"):
+            assert cli("apply", spec).code == 0
+        result = cli("ops", "new", "COPIE", "--from", "MODELE")
+        assert result.code == 0, result.err
+        result = cli("steps", "load-template", "OP", "--from", "MODELE/INVIT", "--as", "S2")
+        assert result.code == 0, result.err
+        bodies = {code: settings["email"]["body"] for code, settings in rows(
+            "select s.code || '@' || o.code, s.settings from step s join operation o on o.id = s.operation_id")}
+        assert bodies == {"INVIT@MODELE": str(specs / "file.html"), "INVIT@COPIE": str(specs / "file.html"),
+                          "S1@OP": str(other / "own.html"), "S2@OP": str(specs / "file.html")}
+
+    def test_a_copy_whose_file_became_a_symlink_out_is_refused(self, database, cli, folders):
+        specs, secret = folders
+        (specs / "modele.yaml").write_text(TEMPLATE_OP, encoding="utf-8")
+        assert cli("apply", specs / "modele.yaml").code == 0
+        swap(specs / "file.pdf", secret / "file.pdf")
+        result = cli("ops", "new", "COPIE", "--from", "MODELE")
+        assert result.code == 1
+        assert f"<ops new COPIE>:0: attachment {specs / 'file.pdf'} (that is {secret / 'file.pdf'}) lies outside" \
+            in result.err
+        assert "Traceback" not in result.err
+
+
 class TestPathsAtRunTime:
     @pytest.mark.parametrize("name", ["plan salon.pdf", "invite.html", "plain.txt"])
     def test_an_email_file_swapped_for_a_symlink_fails_the_step(self, database, cli, tmp_path, prefect, channels,
@@ -355,6 +401,13 @@ class TestPathsAtRunTime:
             with pytest.raises(CampflowError, match=f"step OP/S1: template refused: {specs / 'file.docx'} is no "
                                                     "longer the file the spec named"):
                 document_mailing.plan_merge(session, ctx)
+
+    def test_a_notification_never_attaches_through_a_symlink(self, database, prefect, tmp_path):
+        from campflow.notify import notify
+
+        (tmp_path / "brief.txt").symlink_to(Path("/etc/passwd"))
+        with pytest.raises(CampflowError, match=f"cannot attach {tmp_path / 'brief.txt'}: .*; nothing was sent"):
+            notify(["lyon@store.test"], "Paquet", "Bonjour", [tmp_path / "brief.txt"])
 
     def test_a_package_document_swapped_for_a_symlink_is_not_published(self, database, prefect, cli, folders):
         specs, secret = folders
