@@ -122,7 +122,7 @@ class SmtpChannel(Block):
         except (OSError, smtplib.SMTPException) as exc:
             _close(connection)
             raise ChannelError(f"cannot reach SMTP server {host}:{port} of channel '{self.name}': "
-                               f"{exc or type(exc).__name__}; nothing was sent through it") from None
+                               f"{exc or type(exc).__name__}") from None
 
     def open_sender(self) -> SmtpSender:
         return SmtpSender(self)

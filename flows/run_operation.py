@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,18 +28,22 @@ from prefect.artifacts import (
 from prefect.context import FlowRunContext
 from prefect.states import Completed
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from campflow import db
 from campflow.catalog import load_field_catalog
 from campflow.errors import CampflowError
 from flows.compiler import OperationPlan, StepPlan, compile_operation, thaw
+from flows.run_failure import run_failure
+from flows.run_lock import LOCK_RUN, RunLock, no_check
 from tasks import routing
 from tasks.registry import StepContext, StepKind, step_kind
 
-LOCK_RUN = 2  # advisory lock namespace: one run of an operation at a time
 # the plan of each operation being run in this process, compiled once by its flow run for
 # all its step tasks (the advisory lock means one run per operation at a time)
 _RUN_PLANS: dict[str, tuple[OperationPlan, int]] = {}
+# the lock of each operation being run in this process: its steps check it before claiming work
+_RUN_LOCKS: dict[str, RunLock] = {}
 
 
 @dataclass
@@ -95,6 +100,9 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
 
     `route_only` is "répartir les tiers" by hand: no entry, no processing, only routing.
     """
+    lock = _RUN_LOCKS.get(operation)
+    check_lock = lock.check if lock else no_check
+    check_lock()  # a run that lost its lock starts no step
     plan, op_id = _RUN_PLANS.get(operation) or load_plan(operation)
     step = plan.step(step_code)
     kind = step_kind(step.kind)
@@ -113,7 +121,8 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
             if scheduled and not step.is_due(now):
                 report.state, report.reason = "Skipped", f"not due before {step.run_at:%Y-%m-%d %H:%M %Z}"
             else:
-                _run_kind(session, step, kind, op_id, step_id, operation, dry_run, report, resend_unknown)
+                _run_kind(session, step, kind, op_id, step_id, operation, dry_run, report, resend_unknown,
+                          check_lock)
         routing.sync_contacts(session, step_id)
         if step.event and not dry_run:
             report.events = routing.record_events(session, step_id, op_id, step.event)
@@ -133,7 +142,8 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
 
 
 def _run_kind(session, step: StepPlan, kind, op_id: int, step_id: int, operation: str,
-              dry_run: bool, report: StepReport, resend_unknown: bool = False) -> None:
+              dry_run: bool, report: StepReport, resend_unknown: bool = False,
+              check_lock: Callable[[], None] = no_check) -> None:
     waiting = report.before.get("to_process", 0) + report.entered
     if not kind.automated:  # process_step says how many still wait, once the kind ran
         if kind.run is None or dry_run or not waiting:
@@ -145,7 +155,8 @@ def _run_kind(session, step: StepPlan, kind, op_id: int, step_id: int, operation
         report.reason = f"dry run: would process {waiting} parties"
         return
     context = StepContext(op_id, operation, step_id, step.code, step.kind, thaw(step.settings) or {},
-                          output_root() / operation / run_folder() / step.code, resend_unknown=resend_unknown)
+                          output_root() / operation / run_folder() / step.code, resend_unknown=resend_unknown,
+                          check_lock=check_lock)
     outcome = kind.run(session, context)
     report.processed = outcome.processed
     report.outputs = [str(p) for p in outcome.outputs]
@@ -204,23 +215,20 @@ def run_operation(operation: str, steps: list[str] | None = None, dry_run: bool 
     unknown = sorted(set(steps or ()) - {s.code for s in plan.steps})
     if unknown:
         raise CampflowError(f"operation {operation} has no action step {', '.join(unknown)}")
-    with db.engine().connect() as lock:
-        if not lock.scalar(text("select pg_try_advisory_lock(:ns, :op)"), {"ns": LOCK_RUN, "op": op_id}):
-            raise CampflowError(f"operation {operation} is being run by another run; try again when it ends")
-        _RUN_PLANS[operation] = (plan, op_id)
+    with RunLock(operation, op_id) as lock:
+        _RUN_PLANS[operation], _RUN_LOCKS[operation] = (plan, op_id), lock
         try:
             if not dry_run:
                 _start(op_id)
-            reports = _run_steps(plan, operation, steps, dry_run, scheduled, resend_unknown)
+            reports = _run_steps(plan, operation, steps, dry_run, scheduled, resend_unknown, lock)
         finally:
             _RUN_PLANS.pop(operation, None)
-            lock.execute(text("select pg_advisory_unlock(:ns, :op)"), {"ns": LOCK_RUN, "op": op_id})
-            lock.commit()
+            _RUN_LOCKS.pop(operation, None)
+        lost = "" if lock.held() else lock.lost
     create_markdown_artifact(key=artifact_key(operation, "funnel"), markdown=funnel_markdown(operation, reports),
                              description=f"Funnel of {operation}")
-    failed = [r["code"] for r in reports if r["state"] == "Failed"]
-    if failed:
-        raise CampflowError(f"step(s) {', '.join(failed)} of {operation} failed")
+    if lost or any(r["state"] == "Failed" for r in reports):
+        raise run_failure(plan, op_id, reports, lock.since, lost)
     return reports
 
 
@@ -231,7 +239,11 @@ def _start(op_id: int) -> None:
 
 
 def _run_steps(plan: OperationPlan, operation: str, only: list[str] | None, dry_run: bool,
-               scheduled: bool, resend_unknown: bool = False) -> list[dict[str, Any]]:
+               scheduled: bool, resend_unknown: bool, lock: RunLock) -> list[dict[str, Any]]:
+    def retry_while_locked(task, task_run, state) -> bool:
+        """A step is retried only while the run holds its lock (a plain function: Prefect asks)."""
+        return lock.held()
+
     futures = {}
     for step in plan.steps:
         if only and step.code not in only:
@@ -239,7 +251,8 @@ def _run_steps(plan: OperationPlan, operation: str, only: list[str] | None, dry_
         kind = step_kind(step.kind)
         name = f"{step.code} {step.kind}"
         options = run_step.with_options(name=name, task_run_name=name, tags=[operation, step.kind],
-                                        retries=kind.retries, retry_delay_seconds=kind.retry_delay_seconds)
+                                        retries=kind.retries, retry_delay_seconds=kind.retry_delay_seconds,
+                                        retry_condition_fn=retry_while_locked)
         futures[step.code] = options.submit(operation, step.code, step.kind, dry_run, scheduled, resend_unknown,
                                             wait_for=[futures[s] for s in step.sources if s in futures])
     reports = []
@@ -253,8 +266,24 @@ def _run_steps(plan: OperationPlan, operation: str, only: list[str] | None, dry_
                 reports.append(asdict(report))
                 continue
         reports.append(asdict(StepReport(code, plan.step(code).kind, state="Failed" if state.is_failed()
-                                         else state.name, reason=state.message or "")))
+                                         else state.name, reason=_failure_reason(state))))
     return reports
+
+
+def _failure_reason(state) -> str:
+    """Why a step task ended so, in one line: a domain error as it is, any other by its cause."""
+    error = state.result(raise_on_failure=False) if state.is_failed() else None
+    if isinstance(error, CampflowError):
+        return str(error)
+    if isinstance(error, DBAPIError):  # the SQL and a link to SQLAlchemy's docs are for the logs
+        return f"database error: {_first_line(error.orig)}"
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {_first_line(error)}"
+    return state.message or ""
+
+
+def _first_line(error: BaseException | None) -> str:
+    return next(iter(str(error).strip().splitlines()), "")
 
 
 def funnel_markdown(operation: str, reports: list[dict[str, Any]]) -> str:

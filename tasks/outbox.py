@@ -19,11 +19,12 @@ in the step's transaction, over the messages of this run (kept in a temporary ta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from blocks.channels import DEFERRED, FAILED, SENT, UNKNOWN, Delivery
@@ -111,8 +112,9 @@ class OutboxWriter:
     """The outbox rows of one step run, claimed and settled in their own committed transactions."""
 
     def __init__(self, operation_id: int, step_id: int, channel: str, resend_unknown: bool,
-                 connect: bool = True) -> None:
+                 connect: bool = True, check_lock: Callable[[], None] = lambda: None) -> None:
         self.operation_id = operation_id
+        self.check_lock = check_lock  # the step's StepContext.check_lock: raises once the run lost its lock
         self.step_id = step_id
         self.channel = channel
         self.claimable = ["pending", "failed", SENDING] if resend_unknown else ["pending", "failed"]
@@ -156,8 +158,21 @@ class OutboxWriter:
         self.write(self.settlement(ids, deliveries, message_ids))
 
     def write(self, settled: Settlement) -> None:
-        """Write a batch's settlement now, in its own transaction."""
-        if settled.params:
+        """Write a batch's settlement now, in its own transaction.
+
+        On a new connection when this one died (a terminated backend): what went out must be
+        recorded as sent, or a later `--resend-unknown` would send it twice.
+        """
+        if not settled.params:
+            return
+        try:
+            with self.connection.begin():
+                self.connection.execute(_SETTLE, settled.params)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            self.close()
+            self.open()
             with self.connection.begin():
                 self.connection.execute(_SETTLE, settled.params)
 

@@ -8,7 +8,7 @@ contact) with a value per field, each other table joined once, streamed by the c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -264,8 +264,14 @@ def _field(fields: Any, ref: FieldRef, standard: Any) -> ColumnElement[Any]:
 
 
 
-def batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """The rows in lists of `size` (the last one shorter), read as they come."""
+def batches(rows: Iterable[Any], size: int, check: Callable[[], None] | None = None) -> Iterator[list[Any]]:
+    """The rows in lists of `size` (the last one shorter), read as they come.
+
+    `check` (a step's `check_lock`) runs before each batch is handed out: it raises when the
+    run may no longer claim work.
+    """
     iterator = iter(rows)
     while batch := list(islice(iterator, size)):
+        if check is not None:
+            check()
         yield batch

@@ -23,6 +23,9 @@ class StepContext:
     output_dir: Path  # where the step writes its files (created by the kind when needed)
     # messages whose fate is unknown after a crash are sent again only when asked
     resend_unknown: bool = False
+    # raises when the run lost its lock on the operation: a kind calls it before claiming each
+    # batch (tasks.records.batches does), so a run whose lock is gone claims no new work
+    check_lock: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True)

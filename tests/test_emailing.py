@@ -340,7 +340,7 @@ def failed_step_message(**kwargs) -> str:
 
     state = run_operation("MAIL", return_state=True, **kwargs)
     assert state.is_failed()
-    with pytest.raises(CampflowError, match="step\\(s\\) S1 of MAIL failed"):
+    with pytest.raises(CampflowError, match="step S1 of MAIL failed: "):
         state.result()
     task_run, = final_task_runs(state.state_details.flow_run_id)
     assert task_run.run_count == 3  # retried twice, as the kind is registered

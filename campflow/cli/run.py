@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -38,9 +41,11 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
     as_: Annotated[str | None, typer.Option("--as", help="The operator acting (default: CAMPFLOW_OPERATOR): "
                    "a local entity's operator may run only its own operations (its child operations).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Also print Prefect's log, tracebacks included "
+                     "(they always go to the flow run's log in the Prefect UI).")] = False,
 ) -> None:
     """Run an operation now as a Prefect flow run (`run-operation`) and print its funnel.
-    Exits 1 when a step failed.
+    Exits 1 when a step failed, after the funnel and one `error:` line saying what was done.
 
     Example: campflow run SALON-ERP-2026 --step S1 --dry-run;  campflow run SOLDES-LYON --as marie
     """
@@ -50,18 +55,51 @@ def run(
     with db.session() as session:
         require_operation_access(session, operation, as_, "run")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the funnel says what matters
+    # the funnel says what matters; Prefect's own log (tracebacks) goes to its API, and here with --debug
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if debug else "WARNING")
+    from sqlalchemy.exc import DBAPIError
+
+    from flows.run_failure import RunFailed
     from flows.run_operation import load_plan, run_operation
 
     if dry_run and not as_json:
         console.print(str(load_plan(operation)[0]), highlight=False)
-    reports = run_operation(operation, steps=step or None, dry_run=dry_run, resend_unknown=resend_unknown)
+    try:
+        with prefect_console(debug):
+            reports = run_operation(operation, steps=step or None, dry_run=dry_run, resend_unknown=resend_unknown)
+    except RunFailed as failed:
+        show_reports(operation, failed.reports, as_json, dry_run)
+        raise
+    except DBAPIError as exc:  # the database went away outside any step (a step's failure is a RunFailed)
+        raise CampflowError(f"the database connection failed while running {operation} "
+                            f"({str(exc.orig).strip().splitlines()[0]}); what was done is recorded: "
+                            "run again to finish") from exc
+    show_reports(operation, reports, as_json, dry_run)
+
+
+def show_reports(operation: str, reports: list[dict[str, Any]], as_json: bool, dry_run: bool) -> None:
     if as_json:
         print_json(reports)
     else:
         print_funnel(operation, reports)
         if dry_run:
             console.print("dry run: nothing was changed")
+
+
+@contextlib.contextmanager
+def prefect_console(debug: bool) -> Iterator[None]:
+    """Prefect's log records stay off the terminal (they still reach the Prefect API) unless --debug."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    handlers = [] if debug else [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
+    levels = [h.level for h in handlers]
+    for handler in handlers:
+        handler.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for handler, level in zip(handlers, levels):
+            handler.setLevel(level)
 
 
 def distribute(
@@ -76,20 +114,17 @@ def distribute(
     """
     from dataclasses import asdict
 
-    from flows.run_operation import LOCK_RUN, load_plan, process_step
-
-    from campflow import db
-    from sqlalchemy import text
+    from flows.run_lock import RunLock
+    from flows.run_operation import load_plan, process_step
 
     _, op_id = load_plan(operation)
-    with db.engine().connect() as lock:
-        if not lock.scalar(text("select pg_try_advisory_lock(:ns, :op)"), {"ns": LOCK_RUN, "op": op_id}):
-            raise CampflowError(f"operation {operation} is being run; distribute when the run ends")
-        try:
-            report = process_step(operation, step, route_only=True, dry_run=dry_run)
-        finally:
-            lock.execute(text("select pg_advisory_unlock(:ns, :op)"), {"ns": LOCK_RUN, "op": op_id})
-            lock.commit()
+    lock = RunLock(operation, op_id)
+    if not lock.acquire():
+        raise CampflowError(f"operation {operation} is being run; distribute when the run ends")
+    try:
+        report = process_step(operation, step, route_only=True, dry_run=dry_run)
+    finally:
+        lock.release()
     if as_json:
         print_json(asdict(report))
         return

@@ -89,8 +89,8 @@ def send_step(session: Session, ctx: StepContext, channel: Channel | None = None
                            messages_dir if attach and not sender.writes_files else None)
         step_run.send_all()
     except ChannelError as exc:
-        raise CampflowError(f"{place}: {exc}; the parties stay to_process, and a new run sends what was "
-                            "not sent (never a message twice)") from None
+        # the run's error adds what was sent and what waits, counted over all the step's attempts
+        raise CampflowError(f"{place}: {exc}") from None
     finally:
         sender.close()
     counts = settle_statuses(session, ctx.step_id, ctx.operation_code, functions)
@@ -226,7 +226,8 @@ class StepRun:
                      operation=ctx.operation_code, step=ctx.step_code)
         self.domain = sender_text.rpartition("@")[2].rstrip(">").strip() or "campflow.invalid"
         self.missing = f"no contact with function {', '.join(functions)}" if functions else ""
-        self.outbox = OutboxWriter(ctx.operation_id, ctx.step_id, sender.label, ctx.resend_unknown, connect=False)
+        self.outbox = OutboxWriter(ctx.operation_id, ctx.step_id, sender.label, ctx.resend_unknown, connect=False,
+                                   check_lock=ctx.check_lock)
         self.refused_before_sending: dict[str, int] = {}
         self.empty_fields: dict[str, str] = {}  # a batch's EmptyField reasons → marker, counted by field
         self.files = 0
@@ -240,7 +241,7 @@ class StepRun:
         off_wire: InFlight | None = None  # sent, its outcome not recorded yet
         try:
             with result:
-                for rows in batches(result, BATCH):
+                for rows in batches(result, BATCH, self.ctx.check_lock):
                     built = self.build(rows)  # while the previous batch is on the wire
                     if on_wire is not None:
                         off_wire, on_wire = on_wire, None

@@ -76,7 +76,7 @@ def run(session: Session, ctx: StepContext) -> StepOutcome:
         query = RecordQuery(ctx, question_ids(session, plan.columns)).select((*FIXED, *plan.columns))
         result = session.execute(query.execution_options(yield_per=FETCH_ROWS, stream_results=True))
         with result:
-            for rows in batches(result, BATCH):
+            for rows in batches(result, BATCH, ctx.check_lock):
                 faxes.send(session, rows, outbox, sender)
     except ChannelError as exc:
         raise CampflowError(f"{place}: {exc}; the parties stay to_process and the step is retried") from None
