@@ -246,6 +246,7 @@ class StepRun:
                     if on_wire is not None:
                         off_wire, on_wire = on_wire, None
                         off_wire.wait()
+                    self.ctx.check_lock()  # again: the wait above may have outlasted the run's lock
                     # the previous batch settled and this one claimed in one transaction: a crash
                     # leaves at most the batch on the wire of unknown fate
                     batch, claimed = self.claim(*built, self.settlement(off_wire) if off_wire else None)
