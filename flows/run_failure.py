@@ -64,8 +64,8 @@ def _what_was_done(plan: OperationPlan, op_id: int, unfinished: list[dict[str, A
     try:
         messages = _messages(op_id, since) if since else {}
         waiting = {r["code"]: _waiting(plan, op_id, r["code"]) for r in unfinished}
-    except DBAPIError:  # the database is gone too: what was sent is in the outbox all the same
-        return "What was sent is recorded; run again when the database answers to finish (no message is sent twice)"
+    except DBAPIError:  # the database is gone too, or busy with another run: the outbox holds what went out
+        return "What went out is recorded in the outbox; run again to finish (no message is sent twice)"
     counts = []
     for code in dict.fromkeys([*messages, *waiting]):
         sent, unknown = messages.get(code, (0, 0))
@@ -91,6 +91,8 @@ def _waiting(plan: OperationPlan, op_id: int, code: str) -> int:
     """The parties a new run of the step would process, less those whose message went out."""
     step = plan.step(code)
     with db.session() as session:
+        # the lock is lost: another run may hold the rows entering would touch; do not wait for it
+        session.execute(text("set local lock_timeout = '2s'"))
         ids = routing.step_ids(session, op_id)
         if step.entry:  # the failed step's own entry was rolled back with it
             routing.enter_targets(session, plan, step, op_id, ids, load_field_catalog(session))

@@ -35,7 +35,7 @@ from campflow.catalog import load_field_catalog
 from campflow.errors import CampflowError
 from flows.compiler import OperationPlan, StepPlan, compile_operation, thaw
 from flows.run_failure import run_failure
-from flows.run_lock import LOCK_RUN, RunLock, no_check
+from flows.run_lock import RunLock, no_check
 from tasks import routing
 from tasks.registry import StepContext, StepKind, step_kind
 

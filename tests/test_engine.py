@@ -171,7 +171,7 @@ class TestRun:
         assert state() == before
 
     def test_a_second_run_at_once_is_refused(self, operation):
-        from flows.run_operation import LOCK_RUN
+        from flows.run_lock import LOCK_RUN
 
         op_id = scalar("select id from operation where code = 'OP'")
         with db.engine().connect() as other:
