@@ -66,6 +66,8 @@ def _what_was_done(plan: OperationPlan, op_id: int, unfinished: list[dict[str, A
         waiting = {r["code"]: _waiting(plan, op_id, r["code"]) for r in unfinished}
     except DBAPIError:  # the database is gone too, or busy with another run: the outbox holds what went out
         return "What went out is recorded in the outbox; run again to finish (no message is sent twice)"
+    for report in unfinished:  # its own counts were rolled back with it: the funnel shows what waits
+        report["after"] = report["after"] or {"to_process": waiting[report["code"]]}
     counts = []
     for code in dict.fromkeys([*messages, *waiting]):
         sent, unknown = messages.get(code, (0, 0))

@@ -120,6 +120,34 @@ def sent_count() -> int:
     return scalar("select count(*) from outbox where state = 'sent'")
 
 
+class TestRunLock:
+    def test_a_terminated_lock_is_noticed_and_released_quietly(self, database):
+        from flows.run_lock import RunBusy, RunLock, RunLockLost
+
+        op_id = 7
+        with RunLock("OP", op_id) as lock:
+            lock.check()
+            with pytest.raises(RunBusy, match="operation OP is being run by another run"):
+                RunLock("OP", op_id).__enter__()
+            terminate("lock")
+            with pytest.raises(RunLockLost, match="the run lost its lock on operation OP: its database "
+                                                  "connection was lost .terminating connection"):
+                lock.check()
+            assert not lock.held()
+        with RunLock("OP", op_id) as again:  # the dead connection was released without an error
+            assert again.held()
+
+    def test_a_lock_released_by_its_own_session_is_noticed(self, database):
+        from sqlalchemy import text
+
+        from flows.run_lock import RunLock, RunLockLost
+
+        with RunLock("OP", 7) as lock:
+            lock.connection.execute(text("select pg_advisory_unlock_all()"))
+            with pytest.raises(RunLockLost, match="its database session no longer holds the lock"):
+                lock.check()
+
+
 class TestLostConnection:
     @pytest.mark.parametrize("which", ["all", "lock"])
     def test_a_run_that_loses_its_lock_stops_claiming_and_says_so(self, mailing, smtp, cli, which):
