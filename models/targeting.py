@@ -42,12 +42,16 @@ class OperationTargetContact(Base):
     """A contact chosen among a targeted party's contacts (MANIFCONTACT)."""
 
     __tablename__ = "operation_target_contact"
+    __table_args__ = (
+        # a party's chosen contacts: targets list counts them per party, routing joins on them
+        Index("ix_operation_target_contact_operation_party", "operation_id", "party_id"),
+    )
 
     operation_id: Mapped[int] = _operation_key()
     contact_id: Mapped[int] = mapped_column(
         primary_key=True, index=True
     )
-    party_id: Mapped[int] = mapped_column()
+    party_id: Mapped[int] = mapped_column(index=True)  # the party delete trigger's lookup
     added_at: Mapped[dt.datetime] = created_at_column()
 
 
@@ -77,7 +81,7 @@ class StepTarget(_StatusColumns, Base):
     party_id: Mapped[int] = mapped_column(
         primary_key=True, index=True
     )
-    operation_id: Mapped[int] = mapped_column()
+    operation_id: Mapped[int] = mapped_column(index=True)  # the operation delete trigger's lookup
 
 
 class StepTargetContact(_StatusColumns, Base):
@@ -95,7 +99,7 @@ class StepTargetContact(_StatusColumns, Base):
     contact_id: Mapped[int] = mapped_column(
         primary_key=True, index=True
     )
-    party_id: Mapped[int] = mapped_column()
+    party_id: Mapped[int] = mapped_column(index=True)  # the party delete trigger's lookup
 
 
 class Answer(Base):
