@@ -35,6 +35,7 @@ from campflow.catalog import load_field_catalog
 from campflow.errors import CampflowError
 from flows.compiler import OperationPlan, StepPlan, compile_operation, thaw
 from flows.run_failure import run_failure
+from flows.retries import error_of, may_heal
 from flows.run_lock import RunLock, no_check
 from tasks import routing
 from tasks.registry import StepContext, StepKind, step_kind
@@ -241,8 +242,9 @@ def _start(op_id: int) -> None:
 def _run_steps(plan: OperationPlan, operation: str, only: list[str] | None, dry_run: bool,
                scheduled: bool, resend_unknown: bool, lock: RunLock) -> list[dict[str, Any]]:
     def retry_while_locked(task, task_run, state) -> bool:
-        """A step is retried only while the run holds its lock (a plain function: Prefect asks)."""
-        return lock.held()
+        """A step is retried only while the run holds its lock, and only for an error that may heal
+        (a server down, a timeout): a spec or configuration error fails at once (Prefect asks)."""
+        return lock.held() and may_heal(error_of(state))
 
     futures = {}
     for step in plan.steps:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import smtplib
+import socket
+
 import pytest
 from sqlalchemy import text
 
@@ -241,6 +245,89 @@ class TestRetries:
         with pytest.raises(CampflowError, match="step A of OP failed: ConnectionError: smtp.example.org:25 refused"):
             run()
         assert scalar("select count(*) from step_target") == 0  # the step's work was rolled back
+
+    @pytest.mark.parametrize("error, runs", [
+        (CampflowError("step OP/A: no channel named 'nope'; campflow channels list shows the saved ones"), 1),
+        (KeyError("template field"), 1),
+        (TimeoutError("timed out"), 3),
+    ])
+    def test_only_errors_that_may_heal_are_retried(self, operation, monkeypatch, error, runs):
+        """A configuration error fails at once; a timeout is retried as the kind declares; either way
+        the run's error names the step and the error's message."""
+        from tasks.registry import REGISTRY, StepKind, step_kind
+
+        step_kind("other")
+        calls = []
+
+        def failing(session, context):
+            calls.append(context.step_code)
+            raise error
+
+        monkeypatch.setitem(REGISTRY, "phoning", StepKind("phoning", failing, automated=True, retries=2))
+        with pytest.raises(CampflowError, match=f"step A of OP failed: .*{re.escape(error.args[0][-15:])}"):
+            run(steps=["A"])
+        assert calls == ["A"] * runs
+
+    def test_a_lost_database_connection_is_retried(self, operation, monkeypatch):
+        from tasks.registry import REGISTRY, StepKind, StepOutcome, step_kind
+
+        step_kind("other")
+        calls = []
+
+        def cut_once(session, context):
+            calls.append(context.step_code)
+            if len(calls) == 1:  # the server ends this session's backend, as a restart would
+                with db.engine().connect() as other:
+                    pid = session.execute(text("select pg_backend_pid()")).scalar_one()
+                    other.execute(text("select pg_terminate_backend(:pid)"), {"pid": pid})
+                session.execute(text("select 1"))
+            return StepOutcome()
+
+        monkeypatch.setitem(REGISTRY, "phoning", StepKind("phoning", cut_once, automated=True, retries=1))
+        assert run(steps=["A"])["A"]["state"] == "Completed"
+        assert calls == ["A", "A"]
+
+
+class TestMayHeal:
+    """The pure rule of flows.retries: which errors are worth a retry."""
+
+    @pytest.mark.parametrize("error, heals", [
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (TimeoutError("timed out"), True),
+        (OSError(101, "Network is unreachable"), True),
+        (socket.gaierror(-3, "Temporary failure in name resolution"), True),
+        (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), True),
+        (smtplib.SMTPResponseException(421, b"Service not available"), True),
+        (smtplib.SMTPAuthenticationError(535, b"Authentication failed"), False),
+        (smtplib.SMTPSenderRefused(550, b"Sender refused", "a@b.c"), False),
+        (FileNotFoundError(2, "No such file or directory"), False),
+        (CampflowError("no channel named 'nope'"), False),
+        (ValueError("operation.state is not a party or contact field"), False),
+        (KeyError("x"), False),
+    ])
+    def test_errors(self, error, heals):
+        from flows.retries import may_heal
+
+        assert may_heal(error) is heals
+
+    @pytest.mark.parametrize("cause, heals", [(ConnectionResetError(104, "reset"), True),
+                                              (smtplib.SMTPAuthenticationError(535, b"no"), False)])
+    def test_a_domain_error_raised_from_none_is_judged_by_its_context(self, cause, heals):
+        from flows.retries import may_heal
+
+        try:
+            try:
+                raise cause
+            except Exception:
+                raise CampflowError("cannot reach SMTP server 127.0.0.1:25 of channel 'emailing'") from None
+        except CampflowError as error:
+            assert may_heal(error) is heals
+
+    def test_an_exception_may_say_it_heals(self):
+        from blocks.channels import MessageLost
+        from flows.retries import may_heal
+
+        assert may_heal(MessageLost("the connection died while the server took a message"))
 
 
 KILLED_SPEC = """kind: Operation
