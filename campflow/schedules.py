@@ -4,7 +4,8 @@ Every operation with a `starts_at` and a `cadence` gets a schedule from `starts_
 in its own timezone (RRule DTSTART/UNTIL, so a 09:00 run stays at 09:00 across daylight-saving
 changes). The schedules live on one deployment (`run-operation/campflow`), each with the
 slug `operation-<CODE>` and the parameters `{operation: CODE, scheduled: true}`, so one served
-process or one worker pool runs them all and `campflow schedules list` reads them in one place.
+process or one worker pool runs them all and the deployment's page in the Prefect UI lists them in
+one place (`campflow schedules show` prints what the database asks for).
 
 `sync()` makes Prefect match the database. It reads the database and the deployment first, so
 an unreachable server or a missing deployment changes nothing; then it creates the new schedules
