@@ -39,6 +39,11 @@ from campflow.errors import CampflowError
 # the block each kind sends through when its step names none
 DEFAULT_CHANNELS = {"emailing": "emailing", "mass_emailing": "mass-emailing"}
 POOLED_PER_SERVER = 32  # idle connections kept per server
+# messages claimed and not yet settled per SMTP connection (SmtpSender.window): the one on the
+# wire and those claimed ahead, so that a connection never waits for the outbox's commit (about
+# a millisecond); the bound on messages of unknown fate after a crash (docs/sending.md)
+IN_FLIGHT_PER_CONNECTION = 4
+FILE_WINDOW = 500  # messages claimed together for a file channel (writing a file risks no duplicate)
 
 SENT, FAILED, DEFERRED, UNKNOWN = "sent", "failed", "deferred", "unknown"
 
@@ -193,10 +198,16 @@ class Delivery:
     path: str | None = None
 
 
+Take = Callable[[], "tuple[object, Outgoing] | None"]  # the next message to send and its key; None: stop
+Done = Callable[[object, "Delivery | None"], None]  # a message's outcome, by its key
+
+
 class FileSender:
     """Writes each message to `<folder>/<filename>`."""
 
     writes_files = True
+    workers = 1
+    window = FILE_WINDOW
 
     def __init__(self, folder: Path, label: str) -> None:
         self.folder = folder
@@ -217,6 +228,23 @@ class FileSender:
             results[i] = Delivery(SENT, None, str(path))
         return lambda: None
 
+    def serve(self, take: Take, done: Done, stop: threading.Event) -> None:
+        """Write the messages `take` gives until it gives None, each outcome to `done` (see SmtpSender.serve)."""
+        self.check()
+        while (item := take()) is not None:
+            key, message = item
+            if stop.is_set():
+                done(key, None)
+                continue
+            path = self.folder / message.filename
+            try:
+                path.write_bytes(message.data)
+            except BaseException:
+                stop.set()
+                done(key, Delivery(UNKNOWN))  # the file may be half there
+                raise
+            done(key, Delivery(SENT, None, str(path)))
+
     def send(self, messages: Sequence[Outgoing], results: list[Delivery | None]) -> None:
         self.submit(messages, results, threading.Event())()
 
@@ -225,9 +253,10 @@ class FileSender:
 
 
 class SmtpSender:
-    """Sends batches through one SMTP channel, on `concurrency` pooled connections in threads.
+    """Sends through one SMTP channel, on `concurrency` pooled connections in threads.
 
     `submit` returns at once: the caller prepares the next batch while this one is on the wire.
+    `serve` is one connection's loop, for a caller that hands out messages one at a time.
     """
 
     writes_files = False
@@ -239,6 +268,8 @@ class SmtpSender:
         self.key = _server_key(channel)
         self.rate = _rate_limit(self.key, channel.rate)
         self.workers = channel.concurrency
+        # at most this many messages claimed and not yet settled (tasks.sending keeps to it)
+        self.window = channel.concurrency * IN_FLIGHT_PER_CONNECTION
         self.executor: ThreadPoolExecutor | None = ThreadPoolExecutor(self.workers, thread_name_prefix="smtp")
 
     def check(self) -> None:
@@ -255,8 +286,10 @@ class SmtpSender:
         if self.executor is None:
             raise RuntimeError("this sender is closed")
         count = len(messages)
-        shares = [range(k, count, self.workers) for k in range(min(self.workers, count))]
-        futures = [self.executor.submit(self._send_share, messages, share, results, stop) for share in shares]
+        shares = [[*((i, messages[i]) for i in range(k, count, self.workers)), None]
+                  for k in range(min(self.workers, count))]  # a share per connection, each used at once
+        futures = [self.executor.submit(self.serve, iter(share).__next__, results.__setitem__, stop)
+                   for share in shares]
 
         def wait() -> None:
             errors = [f.exception() for f in futures]
@@ -270,19 +303,31 @@ class SmtpSender:
     def send(self, messages: Sequence[Outgoing], results: list[Delivery | None]) -> None:
         self.submit(messages, results, threading.Event())()
 
-    def _send_share(self, messages: Sequence[Outgoing], share: range, results: list[Delivery | None],
-                    stop: threading.Event) -> None:
+    def serve(self, take: Take, done: Done, stop: threading.Event) -> None:
+        """Send the messages `take` gives, one at a time on one pooled connection, until it gives None.
+
+        Each outcome goes to `done(key, delivery)` as soon as the server answered: None when
+        the message was never attempted (after `stop` was set), UNKNOWN when the connection
+        died after its payload went out. An error sets `stop` and is raised; the messages still
+        to take are then left to the other connections (which give them back unattempted).
+        """
         try:
             connection = _take(self.channel)
         except BaseException:
             stop.set()
             raise
         try:
-            for i in share:
+            while (item := take()) is not None:
+                key, message = item
                 if stop.is_set():
-                    break
+                    done(key, None)
+                    continue
                 self.rate.wait()
-                connection = self._deliver(connection, messages[i], results, i)
+                outcome: list[Delivery | None] = [None]
+                try:
+                    connection = self._deliver(connection, message, outcome, 0)
+                finally:
+                    done(key, outcome[0])
         except BaseException:
             stop.set()
             _close(connection)

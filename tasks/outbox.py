@@ -1,17 +1,18 @@
 """The outbox protocol: a message is claimed before it is sent and settled right after.
 
-The step's own transaction commits only when the step ends, so the outbox is written on a
-separate connection, one committed transaction per batch:
+The step's own transaction commits only when the step ends, so the outbox is written on
+separate connections, in transactions of their own:
 
-1. `claim`: the batch's messages are inserted (or taken back from `pending` / `failed`, and
-   from `sending` when unknown messages are to be sent again) as `sending`; messages already
-   `sent`, or `sending` since a run that died, are left alone and reported.
-2. the claimed messages are sent;
-3. `settle`: `sent`, `failed` (with the server's reply), or back to `pending` when the server
-   deferred them or they were never attempted. A message whose fate a crash made unknown
-   stays `sending`. A batch's settling may ride in the next batch's claiming transaction
-   (`claim(rows, settled)`), so no moment has a batch claimed while the previous one is
-   unsettled: a killed run leaves at most one batch of unknown fate.
+1. `register`: a batch's messages are inserted (or taken back from `pending` / `failed`, and
+   from `sending` when unknown messages are to be sent again) as `pending`, or `failed` when
+   they cannot be sent; messages already `sent`, or `sending` since a run that died, are left
+   alone and reported. A `pending` message was never handed to a server: any run sends it.
+2. `advance` (tasks.sending's window, a few messages at a time): claims the next messages
+   (`sending`) just before they go to the server, in the same transaction as it settles those
+   whose outcome came back: `sent`, `failed` (with the server's reply), or back to `pending`
+   when the server deferred them or they were never attempted. A message whose fate a crash
+   made unknown stays `sending`. No more than the sender's window is ever `sending`, so a
+   killed run leaves at most that many messages of unknown fate.
 
 `settle_statuses` then sets the parties' and contacts' statuses set-based from the outbox,
 in the step's transaction, over the messages of this run (kept in a temporary table).
@@ -31,6 +32,7 @@ from blocks.channels import DEFERRED, FAILED, SENT, UNKNOWN, Delivery
 from campflow import db
 
 SENDING = "sending"
+PENDING = "pending"
 
 _CLAIM = text("""
     with batch as (
@@ -62,19 +64,30 @@ _CLAIM = text("""
     union all select id, party_id, contact_id, state, true from taken
     union all select id, party_id, contact_id, state, false from kept""")
 
-_SETTLE = text("""
-    update outbox o set state = u.state, error = u.error, message_id = coalesce(u.message_id, o.message_id),
-           message_path = coalesce(u.path, o.message_path),
-           sent_at = case when u.state = 'sent' then now() else o.sent_at end,
-           claimed_at = case when u.state = 'pending' then null else o.claimed_at end, updated_at = now()
-    from unnest(cast(:ids as bigint[]), cast(:states as text[]), cast(:errors as text[]),
-                cast(:message_ids as text[]), cast(:paths as text[])) as u(id, state, error, message_id, path)
-    where o.id = u.id""")
+# one statement, so one round trip and (in autocommit) one transaction: the send window's
+# keeper runs it for every few messages. Both updates find their rows by primary key whatever
+# the statistics say: `o.id = any(…)` is there for the index, and the state is compared through
+# coalesce so that the (step_id, state) index, which holds every pending row, is never chosen.
+_ADVANCE = text("""
+    with settled as (
+        update outbox o set state = u.state, error = u.error, message_id = coalesce(u.message_id, o.message_id),
+               message_path = coalesce(u.path, o.message_path),
+               sent_at = case when u.state = 'sent' then now() else o.sent_at end,
+               claimed_at = case when u.state = 'pending' then null else o.claimed_at end, updated_at = now()
+        from unnest(cast(:settled as bigint[]), cast(:states as text[]), cast(:errors as text[]),
+                    cast(:message_ids as text[]), cast(:paths as text[])) as u(id, state, error, message_id, path)
+        where o.id = u.id and o.id = any(cast(:settled as bigint[]))
+        returning o.id
+    )
+    update outbox set state = 'sending', attempts = attempts + 1, claimed_at = now(), updated_at = now()
+    where id = any(cast(:ids as bigint[])) and coalesce(state, '') = 'pending'
+    returning id""")
+NOTHING_SETTLED = {"settled": [], "states": [], "errors": [], "message_ids": [], "paths": []}
 
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """An outbox row of the batch: `mine` when this run claimed it, else left as `state`."""
+    """An outbox row of the batch: `mine` when this run registered it (to send, or failed), else left as `state`."""
 
     id: int
     party_id: int
@@ -85,7 +98,7 @@ class Claimed:
 
 @dataclass(frozen=True)
 class Settlement:
-    """The parameters of one batch's settling UPDATE (None: nothing to write)."""
+    """The settling part of one `advance` (None: nothing to write)."""
 
     params: dict[str, Any] | None
 
@@ -119,6 +132,7 @@ class OutboxWriter:
         self.channel = channel
         self.claimable = ["pending", "failed", SENDING] if resend_unknown else ["pending", "failed"]
         self.connection: Any = None
+        self.window_connection: Any = None  # the send window's (tasks.sending), used by its keeper thread
         self.tally = OutboxTally()
         if connect:
             self.open()
@@ -128,21 +142,14 @@ class OutboxWriter:
         if self.connection is None:
             self.connection = db.engine().connect()
 
-    def claim(self, rows: Sequence[tuple[int, int | None, str | None, str | None]],
-              settled: Settlement | None = None) -> list[Claimed]:
-        """Claim (party_id, contact_id, recipient, error) rows: `sending`, or `failed` when an error is given.
-
-        `settled`: the previous batch's outcome, committed in the same transaction, so that
-        no moment has a new batch claimed while the one before is still unsettled.
-        """
-        states = [FAILED if error else SENDING for _, _, _, error in rows]
+    def register(self, rows: Sequence[tuple[int, int | None, str | None, str | None]]) -> list[Claimed]:
+        """Register (party_id, contact_id, recipient, error) rows: `pending`, or `failed` when an error is given."""
+        states = [FAILED if error else PENDING for _, _, _, error in rows]
         params = {"op": self.operation_id, "step": self.step_id, "channel": self.channel,
                   "claimable": self.claimable, "party_ids": [r[0] for r in rows],
                   "contact_ids": [r[1] for r in rows], "recipients": [r[2] for r in rows],
                   "states": states, "errors": [r[3] for r in rows]}
         with self.connection.begin():
-            if settled is not None and settled.params:
-                self.connection.execute(_SETTLE, settled.params)
             found = [Claimed(*row) for row in self.connection.execute(_CLAIM, params)]
         for row in found:
             if not row.mine:
@@ -152,29 +159,36 @@ class OutboxWriter:
                     self.tally.unknown += 1
         return found
 
-    def settle(self, ids: Sequence[int], deliveries: Sequence[Delivery | None],
-               message_ids: Sequence[str | None]) -> None:
-        """Record each claimed message's fate now, in its own transaction (see `settlement`)."""
-        self.write(self.settlement(ids, deliveries, message_ids))
+    def advance(self, settled: Settlement, ids: Sequence[int]) -> set[int]:
+        """Settle messages and claim the next ones (`ids`, registered `pending`) in one transaction,
+        on the send window's own connection; the ids claimed.
 
-    def write(self, settled: Settlement) -> None:
-        """Write a batch's settlement now, in its own transaction.
-
-        On a new connection when this one died (a terminated backend): what went out must be
-        recorded as sent, or a later `--resend-unknown` would send it twice.
+        On a new connection when that one died (a terminated backend): what went out must be
+        recorded as sent. The transaction that failed changed nothing, so it is simply done again.
+        A run that lost its lock on the operation claims nothing more (`check_lock` raises): what
+        came back is still settled, the rest stays `pending`; the step's thread raises the error.
         """
-        if not settled.params:
-            return
+        if ids:
+            try:
+                self.check_lock()
+            except Exception:
+                ids = ()
         try:
-            with self.connection.begin():
-                self.connection.execute(_SETTLE, settled.params)
+            claimed = self._advance(settled, ids)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
-            self.close()
-            self.open()
-            with self.connection.begin():
-                self.connection.execute(_SETTLE, settled.params)
+            self.window_connection.close()
+            self.window_connection = None
+            claimed = self._advance(settled, ids)
+        return claimed
+
+    def _advance(self, settled: Settlement, ids: Sequence[int]) -> set[int]:
+        if self.window_connection is None:
+            self.window_connection = db.engine().connect().execution_options(isolation_level="AUTOCOMMIT")
+        params = NOTHING_SETTLED if settled.params is None else {
+            "settled": settled.params["ids"], **{k: v for k, v in settled.params.items() if k != "ids"}}
+        return set(self.window_connection.execute(_ADVANCE, {**params, "ids": list(ids)}).scalars())
 
     def settlement(self, ids: Sequence[int], deliveries: Sequence[Delivery | None],
                    message_ids: Sequence[str | None]) -> Settlement:
@@ -204,9 +218,10 @@ class OutboxWriter:
                            "paths": [r[4] for r in rows]})
 
     def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
+        for connection in (self.connection, self.window_connection):
+            if connection is not None:
+                connection.close()
+        self.connection = self.window_connection = None
 
 
 # --- statuses, in the step's transaction --------------------------------------------------------

@@ -7,9 +7,11 @@ import datetime as dt
 import email
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 import types
 from email import policy
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from blocks.channels import IN_FLIGHT_PER_CONNECTION
 from campflow import db
 from campflow.errors import CampflowError
 from tests.conftest import final_task_runs, free_port, rows, scalar
@@ -397,19 +400,55 @@ class TestFailures:
         add_smtp(cli, "emailing", smtp.port)
         enter_all()
         kill_while_sending(smtp.port, tmp_path / "out", after=3, batch=2)
-        assert len(smtp.received) == 3  # 2 settled as sent, the third sent when the process died
-        assert outbox_states() == {"sent": 2, "sending": 2}
+        assert len(smtp.received) == 3  # the third was sent when the process died
+        # one connection: at most its window claimed and unsettled (the one on the wire and a few ahead)
+        states = outbox_states()
+        assert 1 <= states.get("sending", 0) <= IN_FLIGHT_PER_CONNECTION and sum(states.values()) == 5, states
+        unsent = states.get("pending", 0)  # never handed to the server
+        unknown = scalar("select array_agg(p.code order by p.code) from outbox o join party p on p.id = o.party_id "
+                         "where o.state = 'sending'")
         report = run()["S1"]
-        assert "2 of unknown fate after an interrupted run, not sent again" in report["reason"]
+        assert f"{len(unknown)} of unknown fate after an interrupted run, not sent again" in report["reason"]
         assert "campflow run MAIL --resend-unknown" in report["reason"]
-        assert len(smtp.received) == 4  # only P5, never claimed before, was sent
-        unknown = {code for code, (status, _) in statuses().items() if status == "to_process"}
-        assert unknown == {"P3", "P4"}
-        assert "--resend-unknown" in statuses()["P3"][1]
+        assert len(smtp.received) == 3 + unsent  # only the pending ones were sent
+        assert [code for code, (status, _) in statuses().items() if status == "to_process"] == unknown
+        assert "--resend-unknown" in statuses()[unknown[0]][1]
         run(resend_unknown=True)
-        assert len(smtp.received) == 6
+        assert len(smtp.received) == 3 + unsent + len(unknown)
+        assert {to[0] for _, to, _ in smtp.received} == {f"{c.lower()}@example.com" for c in statuses()}
         assert {s for s, _ in statuses().values()} == {"ok_continue"}
         assert outbox_states() == {"sent": 5}
+
+    @pytest.mark.parametrize("concurrency", [2, 4])
+    def test_a_run_killed_mid_send_leaves_at_most_its_window_unknown(self, database, cli, tmp_path, prefect,
+                                                                     channels, smtp, monkeypatch, concurrency):
+        """kill -9 after 120 of 400 messages reached the server: at most the window (a few per connection)
+        is of unknown fate; a plain run sends the rest, --resend-unknown the unknown ones, every
+        recipient gets one."""
+        monkeypatch.setenv("CAMPFLOW_OUTPUT_DIR", str(tmp_path / "out"))
+        setup_operation(cli, tmp_path, body="hello.j2", extra="", files={"hello.j2": "Bonjour {{ party.name }}\n"})
+        many = "FICHE;TIERS;NOM;VILLE;EMAIL\n" + "".join(
+            f"PRO;K{n:03};Client {n};Paris;k{n:03}@example.com\n" for n in range(395))
+        (tmp_path / "many.csv").write_text(many, encoding="utf-8")
+        assert cli("parties", "import", tmp_path / "many.csv", "-q").code == 0
+        execute("update party set email = lower(code) || '@example.com'")
+        add_smtp(cli, "emailing", smtp.port)
+        enter_all()
+        targets = {f"{code.lower()}@example.com" for code in statuses()}
+        assert len(targets) == 400
+        at_kill = sigkill_while_sending(smtp, tmp_path / "out", after=120, concurrency=concurrency)
+        states = outbox_states()
+        unknown = states.get("sending", 0)
+        assert unknown <= IN_FLIGHT_PER_CONNECTION * concurrency, states
+        run()
+        run(resend_unknown=True)
+        received = [to[0] for _, to, _ in smtp.received]
+        assert set(received) == targets
+        duplicates = len(received) - len(targets)
+        assert duplicates <= unknown
+        assert outbox_states() == {"sent": 400}
+        print(f"kill trial: concurrency {concurrency}, {at_kill} received at the kill, {unknown} of unknown "
+              f"fate, {duplicates} sent twice by --resend-unknown")
 
 
 def kill_while_sending(port: int, out: Path, after: int, batch: int) -> None:
@@ -445,6 +484,46 @@ def kill_while_sending(port: int, out: Path, after: int, batch: int) -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=os.environ.copy(), capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 9, done.stderr
+
+
+def sigkill_while_sending(smtp, out: Path, after: int, concurrency: int) -> int:
+    """Run S1 in another process and kill it (SIGKILL) once the server received `after` messages;
+    how many it had received then."""
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from prefect_email import EmailServerCredentials
+        from blocks import channels
+        from campflow import db
+        from sqlalchemy import text
+        from tasks.kinds import emailing
+        from tasks.registry import StepContext
+
+        channel = channels.SmtpChannel(credentials=EmailServerCredentials(
+            smtp_server="127.0.0.1", smtp_port={smtp.port}, smtp_type="INSECURE"), sender="s@example.com",
+            concurrency={concurrency})
+        with db.session() as session:
+            op, step, settings = session.execute(text(
+                "select o.id, s.id, s.settings from step s join operation o on o.id = s.operation_id")).one()
+            ctx = StepContext(op, "MAIL", step, "S1", "emailing", settings, Path({str(out)!r}))
+            emailing.send_step(session, ctx, channel=channel)
+        """)
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=os.environ.copy(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while len(smtp.received) < after:
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "the run sent too little"
+            time.sleep(0.001)
+        process.kill()
+        at_kill = len(smtp.received)
+    finally:
+        process.kill()
+        process.wait(30)
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    time.sleep(0.5)  # the server finishes reading what was already on the wire
+    return at_kill
 
 
 def _refuse(self):

@@ -13,9 +13,7 @@ the block `mass-emailing`, where `emailing` uses `emailing`.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +44,10 @@ from tasks.mail import (
     compile_message,
     message_filename,
 )
-from tasks.outbox import OutboxWriter, Settlement, remember, settle_statuses, start_run
+from tasks.outbox import PENDING, OutboxWriter, remember, settle_statuses, start_run
 from tasks.records import CLAIMED, FieldColumn, RecordQuery, batches, claim_parties, question_ids, resolve_fields
 from tasks.registry import StepContext, StepKind, StepOutcome, in_prefect_run, register
+from tasks.sending import Pending, SendWindow
 
 BATCH = 500  # messages claimed, sent and settled together
 FETCH_ROWS = 2_000  # rows per round trip of the server-side cursor
@@ -233,36 +232,21 @@ class StepRun:
         self.files = 0
 
     def send_all(self) -> None:
-        """Stream the recipients; a batch is built while the previous one is on the wire."""
+        """Stream the recipients; a batch is built while the send window sends the one before."""
         start_run(self.session)
         result = self.recipients()
         self.outbox.open()
-        on_wire: InFlight | None = None  # sending in the sender's threads
-        off_wire: InFlight | None = None  # sent, its outcome not recorded yet
+        window = SendWindow(self.outbox, self.sender, self.keep_copy, backlog=BATCH)
         try:
             with result:
                 for rows in batches(result, BATCH, self.ctx.check_lock):
-                    built = self.build(rows)  # while the previous batch is on the wire
-                    if on_wire is not None:
-                        off_wire, on_wire = on_wire, None
-                        off_wire.wait()
-                    self.ctx.check_lock()  # again: the wait above may have outlasted the run's lock
-                    # the previous batch settled and this one claimed in one transaction: a crash
-                    # leaves at most the batch on the wire of unknown fate
-                    batch, claimed = self.claim(*built, self.settlement(off_wire) if off_wire else None)
-                    off_wire = None
-                    if batch is not None:
-                        on_wire = self.start(batch)
-                    remember(self.session, claimed)  # while the batch goes out
-            if on_wire is not None:
-                off_wire, on_wire = on_wire, None
-                off_wire.wait()
-                self.record(off_wire)
-                off_wire = None
+                    to_send, registered = self.register(*self.build(rows))
+                    remember(self.session, registered)
+                    window.put(to_send)
+            window.finish()
+            self.ctx.check_lock()  # the window claims nothing once the run lost its lock: fail the step
         finally:
-            for left in (on_wire, off_wire):  # after an error: stop sending, record what went out
-                if left is not None:
-                    self.salvage(left)
+            window.close()  # after an error: claim nothing more, settle the messages in hand
             self.outbox.close()
         if self.outbox.tally.unknown:
             _logger().warning("%s/%s: %d message(s) have an unknown fate (a run stopped while sending them): "
@@ -305,21 +289,18 @@ class StepRun:
             keys.append((party_id, contact_id, raw.strip() if isinstance(raw, str) else None, error))
         return keys, built
 
-    def claim(self, keys: list[tuple], built: dict[tuple, tuple[Outgoing, str]],
-              settled: Settlement | None = None) -> tuple[Batch | None, list[int]]:
-        """Claim a built batch in the outbox: what to send (None: nothing), and every outbox id of the batch."""
-        claimed = self.outbox.claim(keys, settled)
+    def register(self, keys: list[tuple], built: dict[tuple, tuple[Outgoing, str]]) -> tuple[list[Pending], list[int]]:
+        """Register a built batch in the outbox: what to send, and every outbox id of the batch."""
+        claimed = self.outbox.register(keys)
         errors = {(party_id, contact_id): error for party_id, contact_id, _, error in keys if error}
         for c in claimed:
             if c.mine and c.state == "failed":  # refused here, before any sending
                 self.count_failure(errors[(c.party_id, c.contact_id)])
         self.empty_fields.clear()  # they were this batch's
         ids = [c.id for c in claimed]
-        chosen = [(c.id, built[(c.party_id, c.contact_id)]) for c in claimed if c.mine and c.state == "sending"]
-        if not chosen:
-            return None, ids
-        return Batch([id_ for id_, _ in chosen], [item[0] for _, item in chosen],
-                     [item[1] for _, item in chosen]), ids
+        to_send = [Pending(c.id, *built[(c.party_id, c.contact_id)]) for c in claimed
+                   if c.mine and c.state == PENDING]
+        return to_send, ids
 
     def count_failure(self, error: str) -> None:
         if error == self.missing:
@@ -332,51 +313,18 @@ class StepRun:
             key = error.split(":", 1)[0]
         self.refused_before_sending[key] = self.refused_before_sending.get(key, 0) + 1
 
-    def start(self, batch: Batch) -> InFlight:
-        results: list[Delivery | None] = [None] * len(batch.ids)
-        stop = threading.Event()
-        try:
-            wait = self.sender.submit(batch.outgoing, results, stop)
-        except BaseException:
-            self.record(InFlight(batch, results, stop, lambda: None))
-            raise
-        return InFlight(batch, results, stop, wait)
-
-    def settlement(self, inflight: InFlight) -> Settlement:
-        """A batch's outcome for the outbox (its .eml copies written first, when asked)."""
-        batch = inflight.batch
-        self.keep_copies(batch.outgoing, inflight.results)
-        return self.outbox.settlement(batch.ids, inflight.results, batch.message_ids)
-
-    def record(self, inflight: InFlight) -> None:
-        """Settle a batch in the outbox now: what was sent, what failed, and what was never tried."""
-        settled = self.settlement(inflight)
-        if settled.params:
-            self.outbox.write(settled)
-
-    def salvage(self, inflight: InFlight) -> None:
-        """After an error elsewhere: stop a batch, wait for the message in hand, record the rest."""
-        inflight.stop.set()
-        try:
-            inflight.wait()
-        except Exception as exc:  # the first error is the one raised
-            log.warning("while stopping after an error: %s", exc)
-        self.record(inflight)
-
-    def keep_copies(self, outgoing: Sequence[Outgoing], results: list[Delivery | None]) -> None:
-        """Write each sent message's .eml for the events, when the operation asks for it."""
+    def keep_copy(self, message: Outgoing, delivery: Delivery) -> None:
+        """Write a sent message's .eml for the events, when the operation asks for it (before it is settled)."""
         if self.sender.writes_files:
-            self.files += sum(1 for r in results if r is not None and r.path)
+            self.files += 1 if delivery.path else 0
             return
-        if self.copies_dir is None:
+        if self.copies_dir is None or delivery.state != SENT:
             return
         self.copies_dir.mkdir(parents=True, exist_ok=True)
-        for message, delivery in zip(outgoing, results):
-            if delivery is not None and delivery.state == SENT:
-                path = self.copies_dir / message.filename
-                path.write_bytes(message.data)
-                delivery.path = str(path)
-                self.files += 1
+        path = self.copies_dir / message.filename
+        path.write_bytes(message.data)
+        delivery.path = str(path)
+        self.files += 1
 
     def outputs(self, messages_dir: Path) -> tuple[Path, ...]:
         if not self.files:
@@ -405,24 +353,6 @@ class StepRun:
             parts.append(note)
         return "; ".join(parts)
 
-
-@dataclass
-class Batch:
-    """Claimed messages of one batch: outbox ids, the messages, their Message-IDs."""
-
-    ids: list[int]
-    outgoing: list[Outgoing]
-    message_ids: list[str]
-
-
-@dataclass
-class InFlight:
-    """A batch on the wire: results filled by the sending threads; `wait` raises their error."""
-
-    batch: Batch
-    results: list[Delivery | None]
-    stop: threading.Event
-    wait: Callable[[], None]
 
 
 

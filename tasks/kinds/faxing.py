@@ -11,7 +11,6 @@ Sending goes through the outbox like e-mails do: a fax is never sent twice.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -21,15 +20,16 @@ from typing import Any
 import phonenumbers
 from sqlalchemy.orm import Session
 
-from blocks.channels import Channel, ChannelError, Delivery, FileChannel, Outgoing, load_channel
+from blocks.channels import Channel, ChannelError, FileChannel, Outgoing, load_channel
 from blocks.fax import FaxGateway
 from campflow.errors import CampflowError
 from flows.fields import FieldRef
 from tasks.kinds.document_mailing import MergePlan, plan_merge
 from tasks.mail import EmptyField, message_filename, sender_header
-from tasks.outbox import OutboxWriter, remember, settle_statuses, start_run
+from tasks.outbox import PENDING, OutboxWriter, remember, settle_statuses, start_run
 from tasks.records import FieldColumn, RecordQuery, batches, claim_parties, question_ids
 from tasks.registry import StepContext, StepKind, StepOutcome, register
+from tasks.sending import Pending, SendWindow
 from tasks.wordmerge import merge_document
 
 DEFAULT_GATEWAY = "fax"  # the block a faxing step uses when its `document.channel` names none
@@ -69,18 +69,23 @@ def run(session: Session, ctx: StepContext) -> StepOutcome:
     messages_dir = ctx.output_dir / "faxes"
     sender = channel.open_sender(messages_dir) if isinstance(channel, FileChannel) else channel.open_sender()
     outbox = OutboxWriter(ctx.operation_id, ctx.step_id, sender.label, ctx.resend_unknown)
+    window: SendWindow | None = None
     try:
         sender.check()
         start_run(session)
         faxes = FaxRun(ctx, plan, gateway, channel.sender)
         query = RecordQuery(ctx, question_ids(session, plan.columns)).select((*FIXED, *plan.columns))
         result = session.execute(query.execution_options(yield_per=FETCH_ROWS, stream_results=True))
+        window = SendWindow(outbox, sender, backlog=BATCH)  # a few faxes claimed at a time
         with result:
             for rows in batches(result, BATCH, ctx.check_lock):
-                faxes.send(session, rows, outbox, sender)
+                window.put(faxes.register(session, rows, outbox))
+        window.finish()
     except ChannelError as exc:
         raise CampflowError(f"{place}: {exc}; the parties stay to_process and the step is retried") from None
     finally:
+        if window is not None:
+            window.close()  # after an error: claim nothing more, settle the faxes in hand
         outbox.close()
         sender.close()
     counts = settle_statuses(session, ctx.step_id, ctx.operation_code, None)
@@ -123,7 +128,8 @@ class FaxRun:
         self.domain = envelope.rpartition("@")[2] or "campflow.invalid"
         self.refused: dict[str, int] = {}
 
-    def send(self, session: Session, rows: Sequence[Any], outbox: OutboxWriter, sender: Any) -> None:
+    def register(self, session: Session, rows: Sequence[Any], outbox: OutboxWriter) -> list[Pending]:
+        """Build a batch's faxes and register them in the outbox; those to send."""
         keys, built = [], {}
         for row in rows:
             party_id, code, name, raw = row[:len(FIXED)]
@@ -145,16 +151,9 @@ class FaxRun:
             built[party_id] = (Outgoing(address, self.message(address, code, name, number, message_id, values),
                                         message_filename(code, None)), message_id)
             keys.append((party_id, None, address, None))
-        claimed = outbox.claim(keys)
-        remember(session, [c.id for c in claimed])
-        chosen = [(c.id, *built[c.party_id]) for c in claimed if c.mine and c.state == "sending"]
-        if not chosen:
-            return
-        results: list[Delivery | None] = [None] * len(chosen)
-        try:
-            sender.submit([outgoing for _, outgoing, _ in chosen], results, threading.Event())()
-        finally:  # what was not attempted goes back to pending; what went out is recorded
-            outbox.settle([id_ for id_, _, _ in chosen], results, [mid for _, _, mid in chosen])
+        registered = outbox.register(keys)
+        remember(session, [c.id for c in registered])
+        return [Pending(c.id, *built[c.party_id]) for c in registered if c.mine and c.state == PENDING]
 
     def message(self, address: str, code: str, name: str, number: str, message_id: str,
                 values: dict[str, Any]) -> bytes:
