@@ -33,7 +33,9 @@ def notify(to: Sequence[str], subject: str, body: str, attachments: Sequence[Pat
         return []
     # Prefect's blocks load here, not at import: the CLI's commands that never notify stay quick.
     from blocks.channels import SENT, FileChannel, Outgoing, load_channel
+    from campflow.local_server import use_local_server
 
+    use_local_server()
     channel = load_channel(CHANNEL) or FileChannel()
     header, envelope = sender_header(channel.sender)
     stamp = formatdate(localtime=True)

@@ -68,6 +68,23 @@ def show_outputs() -> None:
             print(f"  {what}: {latest}{count}")
 
 
+def show_prefect_ui() -> None:
+    """Where the demo's flow runs, their step task runs and artifacts can be opened."""
+    from campflow import local_server
+
+    api = os.environ.get("PREFECT_API_URL")
+    found = None if api else local_server.running()
+    ui = api.removesuffix("/").removesuffix("/api") if api else found.ui if found else None
+    if ui is None:  # CAMPFLOW_PREFECT_SERVER=ephemeral: the runs went with the command's own server
+        return
+    print(f"\n## The Prefect UI: {ui}/runs")
+    print("  the run-operation flow runs of SALON-ERP-2026 and PROSPECTION-LYON-2026, a task run per step "
+          "(S1 emailing, APPEL phoning…) and their artifacts (counts per status, routes taken)")
+    if found:
+        print(f"  a local server, its state in {local_server.state_file().parent / 'prefect.db'}; "
+              "`campflow stop` stops it and the embedded PostgreSQL")
+
+
 def main() -> int:
     os.environ.setdefault("COLUMNS", "120")
     where = os.environ.get("CAMPFLOW_DATABASE_URL") or f"embedded PostgreSQL in {Path('.campflow').resolve()}"
@@ -82,6 +99,7 @@ def main() -> int:
             print("expected this file to be refused", file=sys.stderr)
             return 1
     show_outputs()
+    show_prefect_ui()
     print("\nDone. Try: campflow ops show PROSPECTION-LYON-2026, campflow run SALON-ERP-2026 --dry-run")
     return 0
 

@@ -24,6 +24,9 @@ ADMIN_URL = os.environ.get(
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 os.environ.setdefault("COLUMNS", "200")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# commands run here use the `prefect` harness below, or Prefect's ephemeral server: never a local
+# server left running in the background (tests/test_local_prefect.py starts one on purpose)
+os.environ.setdefault("CAMPFLOW_PREFECT_SERVER", "ephemeral")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -200,8 +200,10 @@ def review(operation: OperationArg, step: StepArg,
 
     Example: campflow approvals review SALON-ERP-2026 VALID --entity LYON
     """
+    from campflow.local_server import use_local_server
     from flows.local_approval import local_approval
 
+    use_local_server()
     console.print(f"waiting for {escape(entity)}'s answer: open the flow run "
                   f"{escape(f'{operation}-{step}-{entity}')} (flow local-approval) in the Prefect UI and click Resume")
     result = local_approval(operation, step, entity, timeout_hours)

@@ -38,6 +38,9 @@ def _check_name(name: str) -> None:
 def _save(block: Any, name: str, overwrite: bool) -> None:
     """Save the block; a channel of that name (of either type) is replaced only with --overwrite."""
     from blocks.channels import load_channel
+    from campflow.local_server import use_local_server
+
+    use_local_server()
 
     existing = load_channel(name)
     if existing is not None:
@@ -163,7 +166,9 @@ def check(name: NameArgument) -> None:
     Example: campflow channels check emailing
     """
     from blocks.channels import FileChannel, load_channel
+    from campflow.local_server import use_local_server
 
+    use_local_server()
     channel = load_channel(name)
     if channel is None:
         raise CampflowError(f"no channel named {name!r}; `campflow channels list` shows the saved ones")
@@ -186,7 +191,9 @@ def saved_channels() -> list[tuple[str, Any]]:
 
     from blocks.channels import FileChannel, SmtpChannel
     from blocks.fax import FaxGateway
+    from campflow.local_server import use_local_server
 
+    use_local_server()
     found = []
     with get_client(sync_client=True) as client:
         for block_class in (SmtpChannel, FileChannel, FaxGateway):

@@ -47,6 +47,9 @@ def add_fax(
         raise CampflowError(f"--region {region!r}: not a country code phone numbers know (FR, BE, CH, DE…)")
     if "@" in domain or not domain.strip(".") or " " in domain:
         raise CampflowError(f"--domain {domain!r}: give the gateway's domain alone, e.g. fax.example.com")
+    from campflow.local_server import use_local_server
+
+    use_local_server()
     if load_channel(channel) is None:
         raise CampflowError(f"--channel {channel!r}: no such channel; `campflow channels list` shows the "
                             f"saved ones, `campflow channels add-smtp {channel} …` saves one")

@@ -326,7 +326,10 @@ def orders_review(
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from campflow.local_server import use_local_server
     from campflow.schedules import api_url
+
+    use_local_server()
 
     url = api_url()
     with temporary_settings(updates={PREFECT_API_URL: url}):

@@ -57,6 +57,9 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # the funnel says what matters; Prefect's own log (tracebacks) goes to its API, and here with --debug
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if debug else "WARNING")
+    from campflow.local_server import use_local_server
+
+    use_local_server()
     from sqlalchemy.exc import DBAPIError
 
     from flows.run_failure import RunFailed

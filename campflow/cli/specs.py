@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
     db_app.command("url")(show_url)
     db_app.command("stop")(stop)
     app.add_typer(db_app, name="db")
+    app.command("stop")(stop)
 
 
 def upgrade(
@@ -44,11 +45,14 @@ def show_url() -> None:
 
 
 def stop() -> None:
-    """Stop the embedded PostgreSQL under $CAMPFLOW_HOME (the next command starts it again).
+    """Stop the embedded PostgreSQL and the local Prefect server under $CAMPFLOW_HOME (the next
+    command that needs either starts it again). `campflow stop` and `campflow db stop` are the same.
 
     Example: campflow db stop && rm -rf .campflow
     """
     import os
+
+    from campflow import local_server
 
     if os.environ.get("CAMPFLOW_DATABASE_URL"):
         console.print("CAMPFLOW_DATABASE_URL names a database: there is no embedded server to stop")
@@ -56,6 +60,9 @@ def stop() -> None:
         console.print(f"stopped the embedded PostgreSQL in {db.campflow_home()}")
     else:
         console.print(f"no embedded PostgreSQL runs in {db.campflow_home()}")
+    stopped = local_server.stop()
+    console.print(f"stopped the local Prefect server ({stopped.ui})" if stopped
+                  else f"no local Prefect server runs in {db.campflow_home()}")
 
 
 def apply(
