@@ -28,6 +28,8 @@ class Rejections:
 
     path: Path
     rows: dict[int, str] = field(default_factory=dict)
+    # rows left out on purpose (not errors): they neither reject the file nor are imported
+    left_out: dict[int, str] = field(default_factory=dict)
 
     def add(self, row: int, reason: str) -> None:
         self.rows.setdefault(row, reason)
@@ -53,7 +55,7 @@ class Rejections:
         with report.open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out, delimiter=";")
             writer.writerow(["row", "reason"])
-            writer.writerows(sorted(self.rows.items()))
+            writer.writerows(sorted({**self.left_out, **self.rows}.items()))
 
 
 @contextmanager

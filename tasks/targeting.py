@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class TargetResult:
     contacts_added: int
     rejected: int
     already: int = 0
+    left_out: dict[str, int] = field(default_factory=dict)  # party kind -> rows of it left out
+    note: str = ""  # what else the operator should know, in one line
 
 
 def import_targets(session: Session, operation_code: str, path: Path, *, skip_bad_rows: bool = False,
@@ -69,28 +71,58 @@ def import_targets(session: Session, operation_code: str, path: Path, *, skip_ba
         left join contact c on c.party_id = p.id and c.code = s.contact"""))
     session.execute(text("analyze target_checked"))
     check_targets(session, rejections, op)
+    left_out = leave_out_other_kinds(session, rejections, op)
     if report is not None:
         rejections.write_report(report)
     if not skip_bad_rows:
         rejections.raise_if_any(total)
     drop_rejected(session, "target_checked", rejections)
     parties, already = _insert_targets(session, op.id, f"import:{path.name}")
-    return TargetResult(total, parties, _insert_target_contacts(session, op.id), len(rejections), already)
+    return TargetResult(total, parties, _insert_target_contacts(session, op.id), len(rejections), already,
+                        left_out, left_out_message(left_out, op.party_kinds))
 
 
 def check_targets(session: Session, rejections: Rejections, op: Operation) -> None:
-    """One pass over the checked rows: unknown parties and contacts, kinds, excluded kinds."""
+    """One pass over the checked rows: unknown parties and contacts, kinds that contradict FICHE."""
     reject_where(session, rejections, """
         select row_no, case
             when party_id is null then 'unknown party ' || party || '; import it with campflow parties import'
             when party_kind <> kind then 'party ' || party || ' is a ' || party_kind || ', not a ' || kind
                                          || ' as FICHE says'
-            when not (party_kind = any(cast(:kinds as text[]))) then 'operation ' || :code || ' targets '
-                || array_to_string(cast(:kinds as text[]), ', ') || '; party ' || party || ' is a ' || party_kind
             else 'party ' || party || ' has no contact ' || contact end
         from target_checked
-        where party_id is null or party_kind <> kind or not (party_kind = any(cast(:kinds as text[])))
-              or (contact is not null and contact_id is null)""", code=op.code, kinds=list(op.party_kinds))
+        where party_id is null or party_kind <> kind or (contact is not null and contact_id is null)""")
+
+
+def leave_out_other_kinds(session: Session, rejections: Rejections, op: Operation) -> dict[str, int]:
+    """Leave out the good rows of a kind the operation does not target, as Divalto does; count them by kind.
+
+    They are no error: the file is imported without them, and --report lists them.
+    """
+    counts: dict[str, int] = {}
+    found = session.execute(text("""
+        delete from target_checked where party_id is not null and party_kind = kind
+            and (contact is null or contact_id is not null) and not (party_kind = any(cast(:kinds as text[])))
+        returning row_no, party, party_kind"""), {"kinds": list(op.party_kinds)})
+    for row_no, party, kind in found:
+        is_a = "of kind other" if kind == "other" else f"a {_kind_word(kind, 1)}"
+        rejections.left_out[row_no] = (f"left out: party {party} is {is_a}; operation {op.code} targets "
+                                       f"{', '.join(op.party_kinds)}")
+        counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def left_out_message(left_out: dict[str, int], kinds: list[str]) -> str:
+    """'12 suppliers left out: the operation targets prospect, client', or ''."""
+    if not left_out:
+        return ""
+    counted = ", ".join(f"{n} {_kind_word(kind, n)}" for kind, n in left_out.items())
+    return f"{counted} left out: the operation targets {', '.join(kinds)}"
+
+
+def _kind_word(kind: str, n: int) -> str:
+    word = {"sales_rep": "sales rep", "other": "other party"}.get(kind, kind)
+    return word if n == 1 else ("other parties" if kind == "other" else word + "s")
 
 
 def _insert_targets(session: Session, operation_id: int, source: str) -> tuple[int, int]:
@@ -212,12 +244,12 @@ def list_targets(session: Session, operation_code: str, *, step: str | None = No
         raise CampflowError(f"--sort {sort!r}: sort by one of {', '.join(columns)} (prefix - to reverse)")
     order = f"{columns[sort.lstrip('-')]} {'desc' if descending else 'asc'} nulls last, p.code"
     select_list = ", ".join(f"{expr} as {name}" for name, expr in columns.items())
-    base = f"""
-        from operation_target ot join party p on p.id = ot.party_id {joins}
+    targets = f"from operation_target ot join party p on p.id = ot.party_id {joins}"
+    # the total needs no contact counts: counting them for every target doubled its time
+    total = session.execute(text(f"select count(*) {targets} where {where}"), params).scalar_one()
+    rows = session.execute(text(f"""
+        select {select_list} {targets}
         left join lateral (select count(*) as contacts from operation_target_contact otc
                            where otc.operation_id = ot.operation_id and otc.party_id = ot.party_id) c on true
-        where {where}"""
-    total = session.execute(text(f"select count(*) {base}"), params).scalar_one()
-    rows = session.execute(text(f"select {select_list} {base} order by {order}"
-                                + (" limit :limit" if limit else "")), {**params, "limit": limit})
+        where {where} order by {order}""" + (" limit :limit" if limit else "")), {**params, "limit": limit})
     return list(columns), [dict(r._mapping) for r in rows], total

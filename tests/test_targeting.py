@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import openpyxl
@@ -139,9 +140,41 @@ class TestTargetsImport:
         err = " ".join(result.err.split())
         for expected in ("row 3: unknown FICHE 'XYZ'", "row 4: TIERS (party code) is empty",
                          "row 5: unknown party P404", "row 6: party P002 is a prospect, not a client",
-                         "row 7: operation OP targets prospect, client; party F001 is a supplier",
-                         "row 8: party P001 has no contact C9", "6 of 7 row(s) rejected"):
+                         "row 8: party P001 has no contact C9", "5 of 7 row(s) rejected"):
             assert expected in err
+        assert "row 7" not in err  # the supplier is left out, not an error
+        assert scalar("select count(*) from operation_target") == 0
+
+    def test_parties_of_other_kinds_are_left_out_and_counted(self, loaded, cli):
+        (loaded / "more.csv").write_text("FICHE;TIERS;NOM\nFOU;F002;Fer\nTIA;T001;Tiers\n", encoding="utf-8")
+        assert cli("parties", "import", loaded / "more.csv").code == 0
+        path = loaded / "targets.csv"
+        path.write_text("FICHE;TIERS;CONTACT\nPRO;P001;C1\nFOU;F001;\nCLI;C001;\nFOU;F002;\nTIA;T001;\n",
+                        encoding="utf-8")
+        result = cli("targets", "import", "OP", path, "--report", loaded / "report.csv")
+        assert result.code == 0, result.err
+        out = " ".join(result.out.split())
+        assert "2 parties targeted, 1 contacts" in out
+        assert "1 other party, 2 suppliers left out: the operation targets prospect, client" in out
+        assert rows("select p.code from operation_target t join party p on p.id = t.party_id order by 1") == [
+            ("C001",), ("P001",)]
+        with (loaded / "report.csv").open(newline="", encoding="utf-8") as report:
+            assert list(csv.reader(report, delimiter=";")) == [
+                ["row", "reason"],
+                ["3", "left out: party F001 is a supplier; operation OP targets prospect, client"],
+                ["5", "left out: party F002 is a supplier; operation OP targets prospect, client"],
+                ["6", "left out: party T001 is of kind other; operation OP targets prospect, client"]]
+        again = json.loads(cli("targets", "import", "OP", path, "--json").out)
+        assert again["left_out"] == {"other": 1, "supplier": 2} and again["already"] == 2
+
+    def test_a_left_out_kind_does_not_hide_the_bad_rows(self, loaded, cli):
+        path = loaded / "targets.csv"
+        path.write_text("FICHE;TIERS\nFOU;F001\nPRO;P404\nFOU;F404\n", encoding="utf-8")
+        result = cli("targets", "import", "OP", path)
+        assert result.code == 1
+        err = " ".join(result.err.split())
+        assert "row 3: unknown party P404" in err and "row 4: unknown party F404" in err
+        assert "2 of 3 row(s) rejected; nothing was imported" in err and "Traceback" not in err
         assert scalar("select count(*) from operation_target") == 0
 
     @pytest.mark.parametrize(("content", "message"), [

@@ -82,11 +82,13 @@ def import_contacts(
 
 
 def _print_target_result(result, as_json: bool, skip: bool = False) -> None:
-    if as_json:
-        print_json(result.__dict__)
+    if as_json:  # the note is for people; left_out, by kind, only when some rows were left out
+        print_json({k: v for k, v in result.__dict__.items() if k != "note" and (k != "left_out" or v)})
         return
     console.print(f"[green]{result.parties_added} parties targeted[/], {result.contacts_added} contacts; "
                   f"{result.already} already targeted")
+    if result.note:
+        console.print(f"[yellow]{result.note}[/]")
     _report_skipped(result, skip)
 
 
@@ -100,7 +102,8 @@ def import_targets(
     as_json: JsonOption = False,
 ) -> None:
     """Target the parties (and contacts) of a spreadsheet. Every bad row is reported with its
-    row number; nothing is imported unless all rows are good (or --skip-bad-rows).
+    row number; nothing is imported unless all rows are good (or --skip-bad-rows). Parties of a
+    kind the operation does not target are left out and counted (listed in --report).
 
     Example: campflow targets import SALON-ERP-2026 examples/data/targets.xlsx
     """
