@@ -375,6 +375,8 @@ class SmtpSender:
 class _Dropped(Exception):
     """The connection died before the message could have been accepted."""
 
+    may_heal = True  # the step is retried (flows.retries): a server that dropped us may be back
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -386,6 +388,8 @@ class SenderRefused(Exception):
 
 class MessageLost(ChannelError):
     """The connection died after the message went out: its fate is unknown."""
+
+    may_heal = True  # a retry sends the others; the unknown one only with --resend-unknown
 
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
