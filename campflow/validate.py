@@ -341,6 +341,10 @@ class OperationCheck:
         if step.state and step.state not in self.known.states_for("step"):
             self.problem(loc + ("state",), f"unknown step state {step.state}"
                          f"{closest(step.state, self.known.states_for('step'))}")
+        if step.kind in ("phoning", "phoning_contact") and not step.questionnaire:
+            # Divalto: a call always follows a questionnaire; the phoning screen and call sheet ask it
+            self.problem(loc, f"step {step.code}: a {step.kind} step needs `questionnaire:` (the questions "
+                         f"its calls ask); add questionnaire: CODE{closest('', self.known.questionnaires)}")
         if step.questionnaire and step.questionnaire not in self.known.questionnaires:
             self.problem(loc + ("questionnaire",), f"unknown questionnaire {step.questionnaire}"
                          f"{closest(step.questionnaire, self.known.questionnaires)}")

@@ -550,6 +550,14 @@ class TestSession:
         assert status("P001") == ("to_process", 1, None)
         assert "P002 ·" in out  # the next party came; q stopped there
 
+    def test_enter_at_the_outcome_takes_ok_continue(self, calls):
+        result = run_session("1", "", "", "", "", "", "", "q")  # CATALOGUE oui, Enter at the rest and the outcome
+        assert result.returncode == 0, result.stderr
+        assert "outcome [1 OK, continue] > " in result.stdout  # the prompt shows the default
+        assert "P001 saved: ok_continue · 1 answer(s)" in result.stdout
+        assert status("P001") == ("ok_continue", 0, None)
+        assert answers("P001") == {"CATALOGUE": "oui"}
+
     def test_quitting_in_the_middle_leaves_the_party_untouched(self, calls):
         before = rows("select * from step_target order by 1, 2")
         result = run_session("1", "oui", "q")
@@ -662,7 +670,7 @@ class TestTmux:
             assert "tel 04 78 00 00 01" in shown and "1 rue A, 69001 Lyon" in shown
             assert "Claire Martin" in shown and "ACHATS" in shown
             keys("3", "oui", "", "", "", "")
-            prompt("outcome > ")
+            prompt("outcome [1 OK, continue] > ")
             keys("1")
             shown = wait_for("P002 · Garage Deux")
             assert "P001 saved: ok_continue · 2 answer(s)" in shown

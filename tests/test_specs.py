@@ -130,6 +130,7 @@ class TestBadSpecs:
         ("party.stat(2)", "party.stat", 20, "stat"),
         ("label: Export", "label: Export\n    emial: {}", 19, "unknown key 'emial'"),
         ("code: S2", "code: S1", 17, "duplicate step code S1"),
+        ("    questionnaire: Q1\n", "", 7, "step S1: a phoning step needs `questionnaire:`"),
     ])
     def test_one_problem(self, examples_applied, cli, tmp_path, old, new, line, message):
         assert old in BASE

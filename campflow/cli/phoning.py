@@ -120,7 +120,7 @@ class CallSession:
         console.print(f"[bold]Phoning {escape(self.step.name)}[/] — {escape(self.step.label)}"
                       + (f" · operator {escape(self.operator)}" if self.operator else ""))
         console.print(f"{counts.due} to call now ({counts.callbacks_due} callbacks due), "
-                      f"{counts.later} callbacks later · Enter keeps a shown answer, "
+                      f"{counts.later} callbacks later · Enter keeps a shown answer or outcome, "
                       f"{TO_OUTCOME} goes to the outcome, q quits")
         with CallClaims(db.engine()) as claims:
             while True:
@@ -266,10 +266,12 @@ def ask_question(question: CallQuestion, previous: Answered | None) -> Answered 
 
 
 def ask_outcome() -> str:
+    """The call's outcome; Enter takes the default, OK continue ("OK on continue" in Divalto)."""
     menu = " · ".join(f"{key} {label}" for key, _, label in OUTCOMES)
+    default_key, _, default_label = OUTCOMES[0]
     while True:
         console.print(f"[bold]Outcome[/]: {escape(menu)} · q quit")
-        typed = ask("  outcome > ")
+        typed = ask(f"  outcome {escape(f'[{default_key} {default_label}]')} > ") or default_key
         chosen = next((value for key, value, _ in OUTCOMES if typed == key), None)
         if chosen is not None:
             return chosen
