@@ -15,7 +15,14 @@ from campflow.catalog import Known, QuestionInfo
 from campflow.errors import FormulaError, Problem
 from campflow.paths import PathRefused, spec_path
 from campflow.yamlsource import SourceDocument, load_documents, spec_files
-from flows.fields import FieldCatalog, FieldRef, TemplateField, split_default, template_fields
+from flows.fields import (
+    FieldCatalog,
+    FieldRef,
+    TemplateField,
+    split_default,
+    template_fields,
+    unsupported_condition_field,
+)
 from flows.formula import check_names, parse_formula
 from flows.graph import CycleError, StepNode, topological_order
 from models.specs import (
@@ -164,7 +171,20 @@ def check_batch(documents: Sequence[Document], known: Known) -> list[Problem]:
             problems += OperationCheck(doc, known).run()
         elif doc.kind in ("Entity", "Distribution", "Package"):
             problems += check_network(doc, known)
+        elif doc.kind == "FieldDictionary":
+            warn_hidden_fields(doc, known.field_catalog())
     return problems
+
+
+def warn_hidden_fields(doc: Document, catalog: FieldCatalog) -> None:
+    """Warn where a dictionary name hides a standard (or custom) field: dictionary names are read first."""
+    for alias, target in doc.spec.aliases.items():  # type: ignore[attr-defined]
+        for ref in catalog.hidden_fields(alias):
+            what = "custom" if ref.custom else "standard"
+            doc.warnings.append(Problem(doc.place(("aliases", alias)), (
+                f"dictionary name {alias} hides the {what} field {ref}: field names are read in the "
+                f"dictionary first, so {alias} now means {target}; rename {alias} in the dictionary "
+                f"to keep {ref} under that name")))
 
 
 def check_network(doc: Document, known: Known) -> list[Problem]:
@@ -276,6 +296,7 @@ class OperationCheck:
         self.problems: list[Problem] = []
         self.steps = list(walk_steps(self.spec.steps))
         self.actions = {s.code: s for s, _ in self.steps if s.kind}
+        self.all_steps = {s.code for s, _ in self.steps}  # groups have a state too
         self.base = doc.source.base
 
     def problem(self, loc: Loc, message: str) -> None:
@@ -383,9 +404,11 @@ class OperationCheck:
             self.check_answer(condition, loc + ("answer",))
         elif condition.field is not None:
             try:
-                self.catalog.resolve(condition.field)
+                ref = self.catalog.resolve(condition.field)
             except FormulaError as exc:
                 self.problem(loc + ("field",), f"field: {exc}")
+            else:
+                self.check_field_condition(condition, ref, loc)
         elif condition.status is not None:
             status = condition.status
             operation = status.operation or self.spec.code
@@ -398,6 +421,38 @@ class OperationCheck:
                              f"operation {operation} has no step {status.step}{closest(status.step, steps)}")
             for status_code in status.in_:
                 self.check_status_code(status_code, loc + ("status", "in"))
+
+    def check_field_condition(self, condition: ConditionSpec, ref: FieldRef, loc: Loc) -> None:
+        """What routing can read: party and contact fields, and an operation's or a step's own columns."""
+        unsupported = unsupported_condition_field(ref)
+        if unsupported:
+            self.problem(loc + ("field",), f"field: {unsupported}")
+            return
+        if ref.table in ("party", "contact"):
+            if condition.step or condition.operation:
+                self.problem(loc + ("step" if condition.step else "operation",), f"{ref} is a {ref.table} field: "
+                             "step and operation name whose MANIF.* or step.* field is read; remove them")
+            return
+        operation = condition.operation or self.spec.code
+        steps = self.all_steps if operation == self.spec.code else self.known.operations.get(operation)
+        if steps is None:
+            self.problem(loc + ("operation",), f"unknown operation {operation}{closest(operation, self.known.operations)}")
+            return
+        if ref.table == "operation" and condition.step:
+            self.problem(loc + ("step",), f"{ref} is the operation's; step belongs to step.* fields: "
+                         f"write field: step.{ref.field} to read step {condition.step}'s")
+        elif ref.table == "step" and not condition.step:
+            self.problem(loc + ("field",), f"field: {condition.field} reads a step's {ref.field}: name the step, "
+                         f"e.g. {{field: {condition.field}, step: {next(iter(sorted(steps)), 'S1')}, op: …}}")
+        elif ref.table == "step" and condition.step not in steps:
+            self.problem(loc + ("step",), f"operation {operation} has no step {condition.step}"
+                         f"{closest(condition.step or '', steps)}")
+        if ref.field == "state" and condition.op in ("equals", "not_equals", "in", "not_in"):
+            states = self.known.states_for(ref.table)
+            values = condition.value if isinstance(condition.value, list) else [condition.value]
+            for value in values:
+                if str(value).casefold() not in {state.casefold() for state in states}:
+                    self.problem(loc + ("value",), f"{value!r} is not a state of {ref.table}s{closest(str(value), states)}")
 
     def check_answer(self, condition: ConditionSpec, loc: Loc) -> None:
         questionnaire, _, question = (condition.answer or "").partition(".")

@@ -1,8 +1,10 @@
 """Field references `TABLE.FIELD`: the names templates, export columns and conditions use.
 
-Names are looked up case-insensitively, first as given (table alias + standard or custom
-field), then through the field dictionary. A name without a table (`VILLE`) is looked up in
-`party`, then in `contact`. Word merge fields write `TABLE__FIELD`, which reads the same.
+Names are looked up case-insensitively, first through the field dictionary (Divalto reads
+its ODBC dictionary before the standard names), then as given (table alias + standard or
+custom field); `hidden_fields` says which fields a dictionary name hides. A name without a
+table (`VILLE`) is looked up in `party`, then in `contact`. Word merge fields write
+`TABLE__FIELD`, which reads the same.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from types import MappingProxyType
 from campflow.errors import FormulaError
 
 __all__ = [
+    "CONDITION_FIELDS",
     "PARTY_KINDS",
     "STANDARD_FIELDS",
     "TABLE_ALIASES",
@@ -26,6 +29,7 @@ __all__ = [
     "parse_template_fields",
     "split_default",
     "template_fields",
+    "unsupported_condition_field",
 ]
 
 # Party-kind tables: the party table restricted to one kind.
@@ -78,11 +82,24 @@ STANDARD_FIELDS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "target_contact": _TARGET_FIELDS,
     "step": {
         "code": ("ETAPE",), "label": ("LIBELLE",), "kind": ("NATURE",),
-        "run_at": ("REALISATION",),
+        "run_at": ("REALISATION",), "state": ("ETAT",),
     },
     "event": {"code": ("CODE_EVT",), "occurred_at": ("DATE",)},
     "event_code": {"code": (), "label": ("LIBELLE",)},
 }  # fmt: skip
+
+# The columns of operation (MANIF) and step a condition may compare: an operation's or a
+# step's own text and numbers, the state above all. Routing reads them with one uncorrelated
+# subquery per condition (tasks/conditions.py).
+CONDITION_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "operation": ("code", "label", "location", "state", "progress"),
+    "step": ("code", "label", "kind", "state"),
+})
+_CONDITION_FIX = {
+    "answers": "write answer: QUESTIONNAIRE.QUESTION instead",
+    "target": "a party's status in a step is a status condition: status: {step: S1, in: [ok_continue]}",
+    "target_contact": "a party's status in a step is a status condition: status: {step: S1, in: [ok_continue]}",
+}
 
 _STANDARD_LOOKUP = {
     table: {name.lower(): column for column, others in fields.items() for name in (column, *others)}
@@ -114,6 +131,20 @@ class FieldRef:
             return f"answers.{self.questionnaire}.{self.question}"
         table = _KIND_TABLES[self.party_kind] if self.party_kind else self.table
         return f"{table}.{self.key}"
+
+
+def unsupported_condition_field(ref: FieldRef) -> str | None:
+    """Why a condition cannot compare `ref` (with the fix), or None when routing reads it."""
+    if ref.table in _CUSTOM_TABLES:
+        return None
+    allowed = CONDITION_FIELDS.get(ref.table)
+    if allowed is not None and ref.field in allowed:
+        return None
+    if allowed is not None:
+        return (f"conditions compare {ref.table} fields {', '.join(allowed)}; {ref} is not one of them")
+    fix = _CONDITION_FIX.get(ref.table, f"{ref.table} fields are not read by routing")
+    return (f"conditions compare party, contact, operation (MANIF) and step fields; {ref} is in "
+            f"table {ref.table}: {fix}")
 
 
 # --- splitting the written text --------------------------------------------------------------
@@ -311,9 +342,7 @@ class FieldCatalog:
     ) -> FieldRef:
         canonical, kind = table
         part = written.parts[1]
-        found = self._given(canonical, part.name, written, place)
-        if found is not None:
-            return replace(found, party_kind=kind)
+        # the dictionary first, as Divalto reads its ODBC dictionary before the standard names
         if use_dictionary:
             entry = self._alias_lookup.get(_alias_key(written))
             bare = self._alias_lookup.get((None, part.name.lower()))
@@ -321,6 +350,9 @@ class FieldCatalog:
                 entry = bare
             if entry is not None:
                 return self._through_alias(entry, written, place, kind)
+        found = self._given(canonical, part.name, written, place)
+        if found is not None:
+            return replace(found, party_kind=kind)
         accepted = self.names(_KIND_TABLES[kind] if kind else canonical)
         hint = _hint(part.name, accepted, self._known(canonical), _canonical_of(canonical))
         message = f"unknown field '{part.name}' in table {canonical}; {hint}"
@@ -328,13 +360,13 @@ class FieldCatalog:
 
     def _resolve_bare(self, written: _Written, place: _Place, use_dictionary: bool) -> FieldRef:
         part = written.parts[0]
+        entry = self._alias_lookup.get((None, part.name.lower())) if use_dictionary else None
+        if entry is not None:
+            return self._through_alias(entry, written, place, None)
         for table in _CUSTOM_TABLES:
             found = self._given(table, part.name, written, place)
             if found is not None:
                 return found
-        entry = self._alias_lookup.get((None, part.name.lower())) if use_dictionary else None
-        if entry is not None:
-            return self._through_alias(entry, written, place, None)
         names = self.names("party") + self.names("contact")
         known = dict.fromkeys(self._known("party") + self._known("contact"))
         canonical = {**_canonical_of("contact"), **_canonical_of("party")}
@@ -412,6 +444,39 @@ class FieldCatalog:
         if kind and ref.table == "party" and ref.party_kind is None:
             ref = replace(ref, party_kind=kind)
         return ref
+
+    def hidden_fields(self, alias: str) -> tuple[FieldRef, ...]:
+        """The standard or custom fields that dictionary name `alias` hides from now on.
+
+        `T2.NOM: …` hides contact.last_name; a bare `VILLE: …` hides VILLE in its target's
+        table and, written alone, what VILLE meant (party, then contact). A name that means
+        the field it would hide hides nothing.
+        """
+        target = self.aliases[alias]
+        table, name = alias.split(".", 1) if "." in alias else (None, alias)
+        if table is not None:
+            found = _table_of(table)
+            tables = [found[0]] if found else []
+        else:
+            bare = next((t for t in _CUSTOM_TABLES if self._field_of(t, name)), None)
+            tables = list(dict.fromkeys([_target_table(target), *([bare] if bare else [])]))
+        try:
+            meant = self._resolve(_split(target, _Place(target)), _Place(target), use_dictionary=False)
+        except FormulaError:
+            meant = None  # a broken entry: resolving a name through it says why
+        hidden = [ref for t in tables if (ref := self._field_of(t, name)) is not None]
+        return tuple(ref for ref in hidden if meant is None or (ref.table, ref.field) != (meant.table, meant.field))
+
+    def _field_of(self, table: str, name: str) -> FieldRef | None:
+        """The standard or custom field `name` of `table` (no index check), or None."""
+        if table not in _STANDARD_LOOKUP:
+            return None
+        column = _STANDARD_LOOKUP[table].get(name.lower())
+        if column is not None:
+            return FieldRef(table, column)
+        if name.lower() in self.custom.get(table, {}):
+            return FieldRef(table, name.lower(), custom=True)
+        return None
 
     def _known(self, table: str) -> tuple[str, ...]:
         """Canonical standard names then custom names: the `known:` list of messages."""

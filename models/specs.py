@@ -81,6 +81,10 @@ class ConditionSpec(Strict):
     value: Any = None
     party_kind: list[PartyKind] | None = None
     status: StatusCondition | None = None
+    # whose fields a condition on MANIF.* or step.* reads: `step` names the step (step.ETAT),
+    # `operation` another operation (default: this one)
+    step: Code | None = None
+    operation: Code | None = None
 
     @field_validator("value")
     @classmethod
@@ -104,6 +108,9 @@ class ConditionSpec(Strict):
                 raise ValueError(f"op {self.op} needs a value")
         elif self.op is not None or self.value is not None:
             raise ValueError(f"op and value belong to answer and field conditions, not {given[0]}")
+        if given[0] != "field" and (self.step or self.operation):
+            raise ValueError("step and operation name whose state a field condition reads "
+                             f"(field: step.ETAT, step: S2); a {given[0]} condition has its own")
         return self
 
     @property

@@ -1,17 +1,19 @@
-"""Conditions as SQL over the party table; the meaning mirrors `flows.formula.evaluate_condition`."""
+"""Conditions as SQL over the party table (and the operation's or a step's own fields); the
+meaning mirrors `flows.formula.evaluate_condition`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, cast, exists, false, func, literal, or_, select, true
 from sqlalchemy.types import Numeric, Text
 
-from campflow.errors import FormulaError
-from flows.fields import FieldCatalog, FieldRef
+from campflow.errors import CampflowError, FormulaError
+from flows.fields import FieldCatalog, FieldRef, unsupported_condition_field
 from flows.formula import parse_where, to_sql
-from models import Contact, Party
+from models import Contact, Operation, Party, Step
 
 _NUMBER_RE = r"^\s*-?[0-9]+(\.[0-9]+)?\s*$"
 _SPACES = " \t\n\r\f\v"  # what \s matched above, so the cast never sees them
@@ -76,17 +78,48 @@ def _like_pattern(pattern: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def field_condition(ref: FieldRef, op: str, expected: Any) -> ColumnElement[bool]:
-    """A condition on a party field, or on any of the party's contacts."""
+def field_condition(ref: FieldRef, op: str, expected: Any, contact: Any = None) -> ColumnElement[bool]:
+    """A condition on a party field, or on any of the party's contacts (on `contact`, a contact
+    row joined to the party, when given)."""
     if ref.table == "party":
         if ref.field == "kind" and not ref.custom:
             expected = _kinds(expected)
         condition = compare_sql(value_sql(ref, Party), op, expected)
         return and_(Party.kind == ref.party_kind, condition) if ref.party_kind else condition
+    if ref.table == "contact" and contact is not None:
+        return compare_sql(value_sql(ref, contact), op, expected)
     if ref.table == "contact":
         return exists(select(Contact.id).where(
             Contact.party_id == Party.id, compare_sql(value_sql(ref, Contact), op, expected)))
-    raise ValueError(f"{ref} is not a party or contact field")
+    raise _unsupported(ref)
+
+
+def scope_condition(ref: FieldRef, definition: dict[str, Any], operation_id: int) -> ColumnElement[bool]:
+    """A condition on an operation's or a step's own field (MANIF.ETAT, step.ETAT of `step`).
+
+    The same for every party: one uncorrelated EXISTS, which PostgreSQL evaluates once per query.
+    """
+    if unsupported_condition_field(ref):
+        raise _unsupported(ref)
+    op, expected = definition["op"], definition.get("value")
+    operation = Operation.__table__.alias("scope_operation")
+    owner = operation.c.code == definition["operation"] if definition.get("operation") else \
+        operation.c.id == operation_id
+    if ref.table == "operation":
+        return exists(select(operation.c.id).where(
+            owner, compare_sql(cast(operation.c[ref.field], Text), op, expected)).correlate(None))
+    if not definition.get("step"):
+        raise CampflowError(f"the condition on {ref} names no step; add step: CODE and apply the spec again")
+    step = Step.__table__.alias("scope_step")
+    return exists(select(step.c.id).join(operation, operation.c.id == step.c.operation_id).where(
+        owner, step.c.code == definition["step"],
+        compare_sql(cast(step.c[ref.field], Text), op, expected)).correlate(None))
+
+
+def _unsupported(ref: FieldRef) -> CampflowError:
+    """A condition applied before `apply` refused its field: the fix is in the spec."""
+    why = unsupported_condition_field(ref) or f"{ref} is not a party or contact field here"
+    return CampflowError(f"{why}; change the spec and apply it again")
 
 
 def _kinds(expected: Any) -> Any:
@@ -97,18 +130,28 @@ def _kinds(expected: Any) -> Any:
     return kind_of(str(expected)) or expected
 
 
-def where_clause(text: str, catalog: FieldCatalog) -> ColumnElement[bool]:
-    """A `--where` text as one boolean SQL expression over `party`."""
+@dataclass(frozen=True)
+class WhereClause:
+    """A `--where` text as SQL; `reads_contacts` when it compares a contact field."""
+
+    sql: ColumnElement[bool]
+    reads_contacts: bool
+
+
+def where_clause(text: str, catalog: FieldCatalog, contact: Any = None) -> WhereClause:
+    """A `--where` text as one boolean SQL expression over `party` and, when given, a `contact`
+    row joined to it (else a contact field means "one of the party's contacts")."""
     query = parse_where(text)
-    exprs = {}
+    exprs, reads_contacts = {}, False
     for code, comparison in query.conditions:
         ref = catalog.resolve(comparison.field, comparison.start, source=text)
         if ref.table not in ("party", "contact"):
             raise FormulaError("unsupported_field", f"--where compares party and contact fields; "
                                f"{comparison.field} is a {ref.table} field", text,
                                comparison.start, comparison.start + len(comparison.field))
-        exprs[code] = field_condition(ref, comparison.op, comparison.value)
-    return to_sql(query.formula, exprs)
+        reads_contacts = reads_contacts or ref.table == "contact"
+        exprs[code] = field_condition(ref, comparison.op, comparison.value, contact)
+    return WhereClause(to_sql(query.formula, exprs), reads_contacts)
 
 
-__all__: Sequence[str] = ("compare_sql", "field_condition", "value_sql", "where_clause")
+__all__: Sequence[str] = ("compare_sql", "field_condition", "scope_condition", "value_sql", "WhereClause", "where_clause")

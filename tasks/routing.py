@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from campflow.collaboration import collaborating_parties
+from campflow.errors import CampflowError
 from flows.compiler import OperationPlan, Rule, RoutePlan, StepPlan
 from flows.fields import FieldCatalog
 from flows.formula import to_sql
@@ -29,7 +30,7 @@ from models import (
     Step,
     StepTarget,
 )
-from tasks.conditions import compare_sql, field_condition
+from tasks.conditions import compare_sql, field_condition, scope_condition
 
 # when contacts disagree, the party takes the most favourable of their statuses
 STATUS_PRIORITY = ("ok_continue", "not_processed_continue", "failed", "excluded")
@@ -72,7 +73,10 @@ def condition_sql(definition: dict[str, Any], operation_id: int, catalog: FieldC
     if "party_kind" in definition:
         return Party.kind.in_(definition["party_kind"])
     if "field" in definition:
-        return field_condition(catalog.resolve(definition["field"]), definition["op"], definition.get("value"))
+        ref = catalog.resolve(definition["field"])
+        if ref.table in ("operation", "step"):
+            return scope_condition(ref, definition, operation_id)
+        return field_condition(ref, definition["op"], definition.get("value"))
     if "answer" in definition:
         answers = joins.add(_answers(definition["answer"], operation_id, f"answer_{len(joins.joins)}"))
         return compare_sql(answers.c.value, definition["op"], definition.get("value"))
@@ -115,7 +119,12 @@ def rule_sql(rule: Rule | None, operation_id: int, catalog: FieldCatalog,
     """A rule as one boolean expression; the tables it reads are added to `joins`."""
     if rule is None or rule.formula is None:
         return true()
-    exprs = {c.code: condition_sql(c.as_dict(), operation_id, catalog, joins) for c in rule.conditions}
+    exprs = {}
+    for condition in rule.conditions:
+        try:
+            exprs[condition.code] = condition_sql(condition.as_dict(), operation_id, catalog, joins)
+        except CampflowError as exc:  # a spec applied before apply checked this: say which condition
+            raise CampflowError(f"condition {condition.code}: {exc}") from exc
     return to_sql(rule.formula, exprs)
 
 

@@ -7,16 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, literal, select, text
+from sqlalchemy import column, null, select, table, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from campflow.catalog import load_field_catalog
 
 from campflow.errors import CampflowError, NotFound
 from campflow.operations import find_operation
 from campflow.sheets import EXTRA, open_sheet
-from models import Operation, OperationTarget, Party
+from models import Contact, Operation, Party
 from tasks.conditions import where_clause
 from tasks.imports import KIND_CODES, kind_of
 from tasks.staging import Rejections, copy_rows, create_stage, drop_rejected, progress, reject_where
@@ -195,17 +195,29 @@ def targets_from_step(session: Session, operation_code: str, source: str, *,
 
 
 def targets_add_where(session: Session, operation_code: str, where: str) -> TargetResult:
-    """Target every party (of the operation's kinds) that matches a where expression."""
+    """Target every party (of the operation's kinds) that matches a where expression.
+
+    An expression on contact fields (`T2.FONCTION = ACHATS`) is read contact by contact, as a
+    contact import: each matching contact is targeted with its party. A party without contacts
+    is read with empty contact fields.
+    """
     op = find_operation(session, operation_code)
-    clause = where_clause(where, load_field_catalog(session))
-    matching = select(literal(op.id), Party.id, literal(f"where:{where}"[:500])).where(
-        Party.kind.in_(op.party_kinds), clause)
-    candidates = session.scalar(select(func.count()).select_from(matching.subquery()))
-    inserted = insert(OperationTarget).from_select(
-        ["operation_id", "party_id", "source"], matching).on_conflict_do_nothing()
-    added = session.scalar(select(func.count()).select_from(
-        inserted.returning(OperationTarget.party_id).cte("added")))
-    return TargetResult(candidates, added, 0, 0, candidates - added)
+    contact = aliased(Contact, name="where_contact")
+    clause = where_clause(where, load_field_catalog(session), contact)
+    if clause.reads_contacts:
+        pairs = select(Party.id, contact.id).outerjoin(contact, contact.party_id == Party.id)
+    else:
+        pairs = select(Party.id, null())
+    session.execute(text("drop table if exists pg_temp.target_checked"))
+    session.execute(text("create temporary table target_checked (party_id bigint, contact_id bigint) "
+                         "on commit drop"))
+    checked = table("target_checked", column("party_id"), column("contact_id"))
+    session.execute(insert(checked).from_select(["party_id", "contact_id"],
+                                                pairs.where(Party.kind.in_(op.party_kinds), clause.sql)))
+    candidates = session.scalar(text("select count(distinct party_id) from target_checked"))
+    session.execute(text("select pg_advisory_xact_lock(:ns, :op)"), {"ns": LOCK_TARGETS, "op": op.id})
+    added, already = _insert_targets(session, op.id, f"where:{where}"[:500])
+    return TargetResult(candidates, added, _insert_target_contacts(session, op.id), 0, already)
 
 
 LIST_COLUMNS = {

@@ -207,10 +207,38 @@ class TestDictionary:
     def test_alias(self, text: str, shown: str) -> None:
         assert str(CATALOG.resolve(text)) == shown
 
-    def test_name_as_given_comes_first(self) -> None:
-        catalog = FieldCatalog(aliases={"VILLE": "party.name", "party.CP": "party.name"})
-        assert str(catalog.resolve("VILLE")) == "party.city"
-        assert str(catalog.resolve("party.cp")) == "party.postal_code"
+    def test_dictionary_name_comes_first(self) -> None:
+        # Divalto reads the ODBC dictionary before the standard names
+        catalog = FieldCatalog(aliases={"VILLE": "party.name", "party.CP": "party.name",
+                                        "T2.NOM": "contact.first_name"})
+        assert str(catalog.resolve("VILLE")) == "party.name"
+        assert str(catalog.resolve("CLI.VILLE")) == "CLI.name"  # a bare name applies in its table
+        assert str(catalog.resolve("party.cp")) == "party.name"
+        assert str(catalog.resolve("PCFIDX__CP")) == "party.name"
+        assert str(catalog.resolve("T2.NOM")) == "contact.first_name"
+        # where the dictionary says nothing, the standard names still answer
+        assert str(catalog.resolve("PRENOM")) == "contact.first_name"
+        assert str(catalog.resolve("party.NOM")) == "party.name"
+        assert str(catalog.resolve("NOM")) == "party.name"
+
+    @pytest.mark.parametrize(
+        ("aliases", "alias", "hidden"),
+        [
+            ({"VILLE": "party.name"}, "VILLE", ["party.city"]),
+            ({"party.CP": "party.name"}, "party.CP", ["party.postal_code"]),
+            ({"T2.NOM": "contact.first_name"}, "T2.NOM", ["contact.last_name"]),
+            # written alone, NOM meant party.name; T2.NOM still means contact.last_name
+            ({"NOM": "contact.last_name"}, "NOM", ["party.name"]),
+            ({"SECTEUR": "party.city"}, "SECTEUR", ["party.secteur"]),  # a custom field too
+            ({"NOM": "party.name"}, "NOM", []),  # means what it would hide
+            ({"CLI_NOM": "party.name"}, "CLI_NOM", []),
+            ({"ODBC.VILLE": "party.city"}, "ODBC.VILLE", []),  # a table campflow does not know
+            ({"VILLE": "party.nope"}, "VILLE", ["party.city"]),  # broken: still hides
+        ],
+    )
+    def test_hidden_fields(self, aliases: dict[str, str], alias: str, hidden: list[str]) -> None:
+        catalog = FieldCatalog(custom={"party": {"secteur": False}}, aliases=aliases)
+        assert [str(ref) for ref in catalog.hidden_fields(alias)] == hidden
 
     @pytest.mark.parametrize(
         ("text", "code", "message", "start", "end"),
@@ -447,7 +475,7 @@ class TestErrors:
 
     def test_nothing_close_lists_the_known_fields(self) -> None:
         error = resolve_error("step.zzz")
-        known = "known: code, label, kind, run_at"
+        known = "known: code, label, kind, run_at, state"
         assert error.message == f"unknown field 'zzz' in table step; {known}"
 
     def test_offsets_shift_into_the_source(self) -> None:

@@ -210,6 +210,23 @@ class TestTargetingCommands:
         cli("targets", "add", "OP", "--where", "T2.FONCTION = ACHATS or party.stat(2) in (B)")
         assert scalar("select count(*) from operation_target") == 3
 
+    def test_add_where_on_a_contact_field_targets_the_matching_contacts(self, loaded, cli):
+        def targeted_contacts():
+            return rows("""select p.code, c.code from operation_target_contact t join contact c on c.id = t.contact_id
+                           join party p on p.id = t.party_id order by 1, 2""")
+
+        result = cli("targets", "add", "OP", "--where", "T2.FONCTION = DIRECTION")
+        assert result.code == 0, result.err
+        assert "2 parties targeted, 2 contacts" in result.out  # as a contact import does
+        assert targeted_contacts() == [("C001", "C1"), ("P001", "C1")]  # not P001's buyer C2
+        # read contact by contact: the party's other fields with this contact's
+        result = cli("targets", "add", "OP", "--where", "T2.FONCTION = ACHATS and VILLE = Paris or CP = 69003",
+                     "--json")
+        assert json.loads(result.out) == {"rows": 2, "parties_added": 1, "contacts_added": 1, "rejected": 0,
+                                          "already": 1}  # P002 has no contact: a party alone
+        assert targeted_contacts() == [("C001", "C1"), ("P001", "C1"), ("P001", "C2")]
+        assert scalar("select count(*) from operation_target") == 3
+
     def test_add_where_kind_and_bad_field(self, loaded, cli):
         cli("targets", "add", "OP", "--where", "FICHE in (PRO, FOU)")
         assert scalar("select count(*) from operation_target") == 2  # the supplier is not a target kind

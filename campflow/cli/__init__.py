@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from campflow.cli import approvals, network, ops, specs, status, targeting
 from campflow.cli import channels as channel_commands
@@ -41,7 +42,8 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except CampflowError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        # escaped: messages quote spec text such as `in: [ok_continue]`, which is no markup
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(1)
     except typer.Abort:
         err_console.print("aborted")
