@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from campflow.catalog import Known, QuestionInfo
+from campflow.charsets import UndecodableTemplate, decode_template
 from campflow.errors import FormulaError, Problem
 from campflow.paths import PathRefused, spec_path
 from campflow.yamlsource import SourceDocument, load_documents, spec_files
@@ -482,7 +483,7 @@ class OperationCheck:
                     self.check_fields_in(getattr(step.email, name), "html", loc + ("email", name))
             for name in ("body", "text_body"):
                 if getattr(step.email, name) is not None:
-                    self.check_template_file(getattr(step.email, name), loc + ("email", name))
+                    self.check_template_file(getattr(step.email, name), loc + ("email", name), step.email.encoding)
             for i, attachment in enumerate(step.email.attachments):
                 self.allowed_file(attachment, loc + ("email", "attachments", i), "attachment")
         if step.document:
@@ -530,11 +531,13 @@ class OperationCheck:
             self.problem(loc, f"{what} {exc}")
             return None
 
-    def check_template_file(self, value: str, loc: Loc) -> None:
+    def check_template_file(self, value: str, loc: Loc, encoding: str | None = None) -> None:
         path = self.allowed_file(value, loc, "template")
         if path is None:
             return
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = self.template_text(path, loc, encoding)
+        if text is None:
+            return
         if path.suffix == ".j2":
             from campflow.templates import check_jinja
             from tasks.mail import jinja_problems  # what the sandbox refuses at render time
@@ -551,6 +554,28 @@ class OperationCheck:
                 self.problem(loc, f"{path}:{line}: field {found.reference}: {exc.message}")
             else:
                 self.warn_kind_table(ref, found, syntax, f"{path}:{line}")
+
+    def template_text(self, path: Path, loc: Loc, encoding: str | None) -> str | None:
+        """A body file's text as a run will read it (campflow.charsets); None after saying why not.
+        Read as Windows-1252 for want of a declaration: a warning, the fix being to declare it."""
+        if path.suffix.lower() == ".rtf":  # RTF keeps its own code page, byte for byte
+            return path.read_bytes().decode("latin-1")
+        try:
+            decoded = decode_template(path.read_bytes(), str(path), encoding,
+                                      html=path.suffix.lower() in (".html", ".htm", ".j2"))
+        except UndecodableTemplate as exc:
+            self.problem(loc, f"template {exc}")
+            return None
+        if decoded.guessed:
+            self.doc.warnings.append(Problem(self.doc.place(loc), (
+                f"{path} is not UTF-8: read as Windows-1252 (ISO-8859-1); if that is its encoding, say so "
+                "with <meta charset=\"iso-8859-1\"> in the HTML or `encoding: iso-8859-1` under email:, "
+                "else save it as UTF-8")))
+        elif decoded.utf8_too:  # "Ã©" in every message: the usual mistake of a file saved again as UTF-8
+            self.doc.warnings.append(Problem(self.doc.place(loc), (
+                f"{path} is valid UTF-8 but its {decoded.source} says ISO-8859-1 (Windows-1252): read so, "
+                "accents will show as Ã©; if the file is UTF-8, correct the declaration")))
+        return decoded.text
 
     def warn_kind_table(self, ref: FieldRef, found: TemplateField, syntax: str, place: str) -> None:
         """A kind's table (`PRO.NOM`) without a default, in an operation targeting other kinds too:

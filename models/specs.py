@@ -6,6 +6,7 @@ documents or the database (unknown steps, questions, fields, cycles…).
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import zoneinfo
 from typing import Annotated, Any, Literal
@@ -139,6 +140,17 @@ class EmailSettings(Strict):
     attachments: list[str] = Field(default_factory=list, max_length=50)
     contacts: dict[str, list[str]] | None = None  # {functions: [...]}
     channel: str | None = None
+    encoding: str | None = None  # of the body files, e.g. iso-8859-1 (campflow.charsets: else declared, UTF-8…)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        try:
+            if value is not None:
+                codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}; write e.g. utf-8, iso-8859-1 or windows-1252") from None
+        return value
 
     @field_validator("body", "text_body")
     @classmethod

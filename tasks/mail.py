@@ -30,6 +30,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError
 
+from campflow.charsets import UndecodableTemplate, declare_utf8, decode_template
 from campflow.errors import CampflowError
 from campflow.paths import PathRefused, read_stored
 from campflow.templates import TEMPLATE_TABLES, sandbox
@@ -684,7 +685,8 @@ def compile_message(email: dict[str, Any], place: str) -> MessageTemplate:
     if not isinstance(subject, str) or [isinstance(v, str) for v in (body, inline_text, inline_html)].count(True) != 1:
         raise CampflowError(f"{place}: an e-mail step needs `email:` with a subject and one of body (a template "
                             "file), text or html; apply the spec again")
-    text = _text_body(email.get("text_body"), place)
+    encoding = email.get("encoding")
+    text = _text_body(email.get("text_body"), place, encoding)
     attachments = [_read(Path(a), place, "attachment") for a in email.get("attachments") or ()]
     subject_text = FieldText.parse(subject, "html", no_escape)
     files = [(Path(a).name, data) for a, data in zip(email.get("attachments") or (), attachments)]
@@ -700,10 +702,9 @@ def compile_message(email: dict[str, Any], place: str) -> MessageTemplate:
         raise CampflowError(f"{place}: email.body {body[:60]!r} is not a template file; give inline text as "
                             "`text:` or `html:` and apply the spec again")
     path = Path(body)
-    # RTF is 8-bit text in its own code page: kept byte for byte (values are escaped to ASCII)
-    source = _read(path, place, "body").decode("latin-1" if suffix == ".rtf" else "utf-8", "replace")
+    source = _source(path, place, "body", suffix, encoding)
     if suffix in HTML_SUFFIXES:
-        html_body = FieldText.parse(source, "html", html_escape)
+        html_body = FieldText.parse(declare_utf8(source), "html", html_escape)
         return MessageTemplate(subject_text, text=text or html_body.derive(html_to_text), html_body=html_body,
                                attachments=files)
     if suffix == ".rtf":
@@ -712,7 +713,7 @@ def compile_message(email: dict[str, Any], place: str) -> MessageTemplate:
                                rtf_name=path.name, attachments=files)
     if suffix == ".j2":
         as_html = path.stem.lower().endswith(HTML_SUFFIXES) or bool(_LOOKS_HTML.search(source))
-        jinja = JinjaBody(source, path.name, as_html)
+        jinja = JinjaBody(declare_utf8(source) if as_html else source, path.name, as_html)
         if as_html:
             return MessageTemplate(subject_text, text=text, html_body=jinja, attachments=files)
         return MessageTemplate(subject_text, text=jinja, html_body=None, attachments=files)
@@ -727,14 +728,14 @@ def _suffix(value: str) -> str | None:
     return next((s for s in (".html", ".htm", ".txt", ".rtf", ".j2") if lowered.endswith(s)), None)
 
 
-def _text_body(value: str | None, place: str) -> FieldText | JinjaBody | None:
+def _text_body(value: str | None, place: str, encoding: str | None = None) -> FieldText | JinjaBody | None:
     if not value:
         return None
     suffix = _suffix(value)
     if suffix is None:
         raise CampflowError(f"{place}: email.text_body {value[:60]!r} is not a template file; apply the spec again")
     path = Path(value)
-    source = _read(path, place, "text_body").decode("latin-1" if suffix == ".rtf" else "utf-8", "replace")
+    source = _source(path, place, "text_body", suffix, encoding)
     if suffix == ".j2":
         return JinjaBody(source, path.name, as_html=False)
     if suffix in HTML_SUFFIXES:
@@ -742,6 +743,17 @@ def _text_body(value: str | None, place: str) -> FieldText | JinjaBody | None:
     if suffix == ".rtf":
         return FieldText.parse(source, "rtf", no_escape).derive(rtf_to_text)
     return FieldText.parse(source, "text", no_escape)
+
+
+def _source(path: Path, place: str, what: str, suffix: str, encoding: str | None) -> str:
+    """A body file's text, decoded by campflow.charsets' rules (apply warned of a guess)."""
+    data = _read(path, place, what)
+    if suffix == ".rtf":  # 8-bit text in its own code page (\\ansicpg): kept byte for byte
+        return data.decode("latin-1")
+    try:
+        return decode_template(data, str(path), encoding, html=suffix in (*HTML_SUFFIXES, ".j2")).text
+    except UndecodableTemplate as exc:
+        raise TemplateRefused(f"{place}: {what} {exc}; nothing was sent") from None
 
 
 def _read(path: Path, place: str, what: str) -> bytes:
