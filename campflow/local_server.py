@@ -57,7 +57,7 @@ def log_file() -> Path:
 def use_local_server() -> str | None:
     """Point this process at the local server (started if needed) unless a Prefect API is
     configured; returns the API URL it set, None when it left the configuration alone."""
-    if os.environ.get("CAMPFLOW_PREFECT_SERVER", "local") == "ephemeral":
+    if _ephemeral():
         return None
     from prefect.settings import PREFECT_API_URL
 
@@ -69,6 +69,14 @@ def use_local_server() -> str | None:
 
     refresh_global_settings_context()  # prefect read the environment when it was imported
     return server.api
+
+
+def _ephemeral() -> bool:
+    mode = os.environ.get("CAMPFLOW_PREFECT_SERVER", "local")
+    if mode not in ("local", "ephemeral"):
+        raise CampflowError(f"CAMPFLOW_PREFECT_SERVER={mode!r}: use local (a background server under "
+                            "$CAMPFLOW_HOME, the default) or ephemeral (a temporary server per command)")
+    return mode == "ephemeral"
 
 
 def ensure_running() -> Recorded:
@@ -84,6 +92,14 @@ def running() -> Recorded | None:
     """The recorded server, when its address answers /api/health."""
     recorded = _read()
     return recorded if recorded and healthy(recorded.api) else None
+
+
+def running_api() -> str | None:
+    """The local server's API URL when it runs (never in ephemeral mode); starts nothing."""
+    if _ephemeral():
+        return None
+    found = running()
+    return found.api if found else None
 
 
 def healthy(api: str) -> bool:

@@ -132,10 +132,13 @@ def plan_changes(wanted: Sequence[Wanted], existing: dict[str, tuple[str, str, d
 
 
 def api_url() -> str:
-    """The Prefect API campflow talks to: PREFECT_API_URL, else the one `campflow server` starts."""
+    """The Prefect API campflow talks to: PREFECT_API_URL, else the local server when it runs
+    (campflow.local_server), else the one `campflow server` starts."""
     from prefect.settings import PREFECT_API_URL
 
-    return PREFECT_API_URL.value() or DEFAULT_API_URL
+    from campflow.local_server import running_api
+
+    return PREFECT_API_URL.value() or running_api() or DEFAULT_API_URL
 
 
 def sync(codes: Sequence[str] | None = None, *, deployment: str = DEPLOYMENT,

@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from campflow import local_server
+from campflow.errors import CampflowError
 
 
 @pytest.fixture
@@ -55,6 +56,8 @@ def test_commands_share_one_background_server_until_stopped(examples_applied, ho
     assert second.returncode == 0, second.stderr
     assert "starting" not in second.stderr and "no channel saved" in second.stdout
     assert json.loads((home / "prefect-server.json").read_text()) == recorded  # the same server, reused
+    sync = campflow("schedules", "sync", "--check")  # serve, deploy, schedules: the local server too
+    assert sync.returncode == 1 and f"the Prefect server at {server.api} has no deployment" in sync.stderr
 
     runs = [r for r in flow_runs(server.api) if r["parameters"].get("operation") == "SALON-ERP-2026"]
     assert [r["state_type"] for r in runs] == ["COMPLETED"]
@@ -80,5 +83,8 @@ def test_a_configured_api_is_left_alone(home, monkeypatch):
         monkeypatch.delenv("PREFECT_API_URL")
         refresh_global_settings_context()
     monkeypatch.setenv("CAMPFLOW_PREFECT_SERVER", "ephemeral")
-    assert local_server.use_local_server() is None
+    assert local_server.use_local_server() is None and local_server.running_api() is None
     assert not (home / "prefect-server.json").exists()
+    monkeypatch.setenv("CAMPFLOW_PREFECT_SERVER", "always")
+    with pytest.raises(CampflowError, match="CAMPFLOW_PREFECT_SERVER='always': use local"):
+        local_server.use_local_server()
