@@ -119,7 +119,7 @@ def load_view(session: Session, code: str) -> OperationView:
         routes.setdefault(route.step_id, []).append({"to": by_id[route.to_step_id].code, "rule": rule})
     questionnaires = dict(session.execute(select(Questionnaire.id, Questionnaire.code)).all())
     rows = [{
-        "code": s.code, "label": s.label, "kind": s.kind,
+        "code": s.code, "label": s.label, "kind": s.kind, "state": s.state,
         "parent": by_id[s.parent_id].code if s.parent_id else None,
         "event": s.event_code, "questionnaire": questionnaires.get(s.questionnaire_id),
         "run_at": _local(s.run_at, op.timezone), "template": s.is_template,

@@ -39,6 +39,7 @@ from flows.retries import error_of, may_heal
 from flows.run_lock import RunLock, no_check
 from tasks import routing
 from tasks.registry import StepContext, StepKind, step_kind
+from tasks.step_states import settle_step_states
 
 # the plan of each operation being run in this process, compiled once by its flow run for
 # all its step tasks (the advisory lock means one run per operation at a time)
@@ -60,6 +61,7 @@ class StepReport:
     after: dict[str, int] = field(default_factory=dict)
     routes: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    step_state: str = ""  # the step's state once it ran: finished when nothing is left for it
 
 
 def load_plan(operation: str) -> tuple[OperationPlan, int]:
@@ -130,6 +132,8 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
         if report.state != "Skipped":
             report.routes = [asdict(r) for r in routing.route(session, plan, step, op_id, ids, catalog)]
         report.after = routing.status_counts(session, step_id)
+        # every step's, not only this one's: parties it routed on may reopen a finished step
+        report.step_state = settle_step_states(session, plan, op_id, step.code).get(step.code) or ""
         if not kind.automated and not route_only and report.state != "Skipped":
             report.reason = "; ".join(filter(None, (_waiting_reason(report.after.get("to_process", 0), kind),
                                                     report.reason)))

@@ -99,8 +99,9 @@ def _print_view(view: OperationView) -> None:
             f"questionnaire {step['questionnaire']}" if step["questionnaire"] else "",
             f"run_at {step['run_at']}" if step["run_at"] else "",
             "[magenta]template[/]" if step["template"] else "") if x)
+        state = f" [green]{escape(step['state'])}[/]" if step["state"] else ""
         branch = parent.add(f"[bold]{escape(step['code'])}[/] {escape(step['label'])} "
-                            f"[cyan]{step['kind']}[/] {extras} [dim]({counts})[/]")
+                            f"[cyan]{step['kind']}[/]{state} {extras} [dim]({counts})[/]")
         nodes[step["code"]] = branch
         for route in step["routes"]:
             branch.add(f"→ {route['to']} [dim]{escape(route['rule'])}[/]")
