@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -135,10 +136,9 @@ def _start() -> Recorded:
         process = subprocess.Popen(command, env=_server_env(port), stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True, cwd=home)
     recorded = Recorded(process.pid, port)
-    from campflow.cli.common import err_console
-
-    err_console.print(f"starting the local Prefect server (UI {recorded.ui}, state in {home / 'prefect.db'}); "
-                      "`campflow stop` stops it", highlight=False)
+    # on stderr: a command's --json output stays clean
+    print(f"starting the local Prefect server (UI {recorded.ui}, state in {home / 'prefect.db'}); "
+          "`campflow stop` stops it", file=sys.stderr, flush=True)
     _wait_healthy(process, recorded)
     state_file().write_text(json.dumps(asdict(recorded)))
     return recorded
