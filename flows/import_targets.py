@@ -13,7 +13,8 @@ from flows.run_operation import artifact_key
 from tasks.targeting import import_targets as run
 
 LABELS = {"rows": "rows in the file", "parties_added": "parties targeted", "contacts_added": "contacts targeted",
-          "already": "parties already targeted", "rejected": "bad rows skipped"}
+          "already": "parties already targeted", "rejected": "bad rows skipped",
+          "left_out": "rows left out: a kind the operation does not target"}
 
 
 @flow(name="import-targets", flow_run_name="{operation} targets")
@@ -31,7 +32,8 @@ def import_targets(operation: str, path: str, skip_bad_rows: bool = False,
         report: write every bad row with its reason to this CSV file, e.g. rejets.csv.
 
     Returns:
-        The counts: rows, parties_added, contacts_added, rejected and already (targeted before).
+        The counts: rows, parties_added, contacts_added, rejected, already (targeted before) and
+        left_out (rows of a party kind the operation does not target, not imported).
 
     Raises:
         ImportRejected: bad rows (without skip_bad_rows), each with its row number.
@@ -40,10 +42,12 @@ def import_targets(operation: str, path: str, skip_bad_rows: bool = False,
     with db.session() as session:
         result = run(session, operation, sheet, skip_bad_rows=skip_bad_rows, show_progress=False,
                      report=output_path(report))
-    counts = asdict(result)
+    counts = {**{k: v for k, v in asdict(result).items() if k in LABELS}, "left_out": sum(result.left_out.values())}
     create_table_artifact(key=artifact_key(operation, "targets-import"),
                           table=[{"count": LABELS[k], "value": v} for k, v in counts.items()],
                           description=f"Targets of {operation} imported from {sheet.name}")
     get_run_logger().info("%s: %s parties targeted, %s contacts; %s already targeted; %s bad rows skipped",
                           sheet, result.parties_added, result.contacts_added, result.already, result.rejected)
+    if result.note:
+        get_run_logger().info("%s: %s", sheet, result.note)
     return counts

@@ -132,8 +132,6 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
         if report.state != "Skipped":
             report.routes = [asdict(r) for r in routing.route(session, plan, step, op_id, ids, catalog)]
         report.after = routing.status_counts(session, step_id)
-        # every step's, not only this one's: parties it routed on may reopen a finished step
-        report.step_state = settle_step_states(session, plan, op_id, step.code).get(step.code) or ""
         if not kind.automated and not route_only and report.state != "Skipped":
             report.reason = "; ".join(filter(None, (_waiting_reason(report.after.get("to_process", 0), kind),
                                                     report.reason)))
@@ -143,6 +141,10 @@ def process_step(operation: str, step_code: str, *, dry_run: bool = False, sched
             report.reason = report.reason or _idle_reason(report)
         if dry_run:
             session.rollback()
+    if not dry_run:  # in a short transaction of its own: steps running side by side settle in turn
+        with db.session() as session:  # every step's: parties this one routed on may reopen a finished one
+            ran = "" if route_only else step.code  # routing by hand takes in no target
+            report.step_state = settle_step_states(session, plan, op_id, ran).get(step.code) or ""
     return report
 
 

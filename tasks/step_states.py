@@ -19,13 +19,14 @@ from sqlalchemy.orm import Session
 from flows.compiler import OperationPlan
 
 FINISHED, IN_PROGRESS = "finished", "in_progress"
+LOCK_STEP_STATES = 3  # advisory lock namespace: settling the step states of one operation
 AUTOMATIC = (None, "in_preparation", IN_PROGRESS, FINISHED)  # states a run may change
 
+# index lookups (ix_step_target_step_status), not counts: each step run settles every step
 _COUNTS = text("""
-    select s.code, s.state, count(st.party_id), count(st.party_id) filter (where st.status = 'to_process')
-    from step s left join step_target st on st.step_id = s.id
-    where s.operation_id = :op and s.kind is not null
-    group by s.code, s.state""")
+    select s.code, s.state, exists (select from step_target st where st.step_id = s.id),
+           exists (select from step_target st where st.step_id = s.id and st.status = 'to_process')
+    from step s where s.operation_id = :op and s.kind is not null""")
 
 
 _MISSING_TARGET = text("""
@@ -34,7 +35,7 @@ _MISSING_TARGET = text("""
     from step s where s.operation_id = :op and s.code = :code""")
 
 
-def finished_steps(plan: OperationPlan, waiting: dict[str, int], fed: set[str]) -> set[str]:
+def finished_steps(plan: OperationPlan, waiting: dict[str, bool], fed: set[str]) -> set[str]:
     """The steps with nothing left to process whose sources are all finished (plan in run order);
     `fed`: the entry steps that have taken in the operation's targets."""
     finished: set[str] = set()
@@ -47,12 +48,14 @@ def finished_steps(plan: OperationPlan, waiting: dict[str, int], fed: set[str]) 
 
 def settle_step_states(session: Session, plan: OperationPlan, op_id: int, current: str) -> dict[str, str]:
     """Set each step's state by the rule above, once step `current` ran; returns the action steps' states."""
+    session.execute(text("select pg_advisory_xact_lock(:ns, :op)"), {"ns": LOCK_STEP_STATES, "op": op_id})
     rows = session.execute(_COUNTS, {"op": op_id}).all()
     stored = {code: state for code, state, _, _ in rows}
-    fed = {step.code for step in plan.steps if step.entry and (
+    waiting = {code: waits for code, _, _, waits in rows}
+    fed = {step.code for step in plan.steps if step.entry and not waiting.get(step.code) and (
         step.code == current or stored.get(step.code) == FINISHED
         or not session.scalar(_MISSING_TARGET, {"op": op_id, "code": step.code}))}
-    finished = finished_steps(plan, {code: waiting for code, _, _, waiting in rows}, fed)
+    finished = finished_steps(plan, waiting, fed)
     states = {}
     for code, state, entered, _ in rows:
         wanted = state

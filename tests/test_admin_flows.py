@@ -116,13 +116,24 @@ class TestImportTargets:
 
         (loaded / "targets.csv").write_text("FICHE;TIERS;CONTACT\nPRO;P001;C1\nCLI;C001;\n", encoding="utf-8")
         state = import_targets("OP", "targets.csv", return_state=True)
-        assert state.result() == {"rows": 2, "parties_added": 2, "contacts_added": 1, "rejected": 0, "already": 0}
+        assert state.result() == {"rows": 2, "parties_added": 2, "contacts_added": 1, "rejected": 0, "already": 0,
+                                  "left_out": 0}
         assert run_name(state) == "OP targets"
         assert rows("select p.code from operation_target t join party p on p.id = t.party_id order by 1") == [
             ("C001",), ("P001",)]
         table = artifacts_of(state)["op-targets-import"]
         assert table.type == "table"
         assert '"parties targeted"' in table.data and "targets.csv" in table.description
+
+    def test_a_kind_the_operation_does_not_target_is_left_out(self, loaded, cli, prefect):
+        from flows.import_targets import import_targets
+
+        (loaded / "more.csv").write_text("FICHE;TIERS;NOM\nFOU;F001;Fournitures\n", encoding="utf-8")
+        assert cli("parties", "import", loaded / "more.csv").code == 0
+        (loaded / "targets.csv").write_text("FICHE;TIERS\nPRO;P001\nFOU;F001\n", encoding="utf-8")
+        state = import_targets("OP", "targets.csv", return_state=True)
+        assert state.result()["parties_added"] == 1 and state.result()["left_out"] == 1
+        assert "a kind the operation does not target" in artifacts_of(state)["op-targets-import"].data
 
     def test_skip_bad_rows_writes_the_report(self, loaded, prefect):
         from flows.import_targets import import_targets
