@@ -2,8 +2,8 @@
 
 The rule: an action step is `finished` when none of its parties is `to_process` and every step
 that routes parties into it is finished (so none can send it more). An entry step is fed by
-the operation's targets: it has taken them in when it just ran, when it was finished already
-(a target imported since enters it at its next run), or when every target is in it. A
+the operation's targets: it has taken them in when it just ran, or when it was finished
+already (a target imported since enters it at its next run). A
 finished step whose parties wait again (a target entering later, a party routed to it) is
 `in_progress` again. The
 state is one of the built-in step states (in_preparation, in_progress, finished); a custom
@@ -22,17 +22,14 @@ FINISHED, IN_PROGRESS = "finished", "in_progress"
 LOCK_STEP_STATES = 3  # advisory lock namespace: settling the step states of one operation
 AUTOMATIC = (None, "in_preparation", IN_PROGRESS, FINISHED)  # states a run may change
 
-# index lookups (ix_step_target_step_status), not counts: each step run settles every step
+# index lookups, not counts: each step run settles every step. The first is ordered by the
+# primary key so that PostgreSQL reads it (a plain exists scanned the table: 28 ms at 100,000)
 _COUNTS = text("""
-    select s.code, s.state, exists (select from step_target st where st.step_id = s.id),
+    select s.code, s.state,
+           (select st.party_id from step_target st where st.step_id = s.id
+            order by st.step_id, st.party_id limit 1) is not null,
            exists (select from step_target st where st.step_id = s.id and st.status = 'to_process')
     from step s where s.operation_id = :op and s.kind is not null""")
-
-
-_MISSING_TARGET = text("""
-    select exists (select from operation_target ot where ot.operation_id = :op
-                   and not exists (select from step_target st where st.step_id = s.id and st.party_id = ot.party_id))
-    from step s where s.operation_id = :op and s.code = :code""")
 
 
 def finished_steps(plan: OperationPlan, waiting: dict[str, bool], fed: set[str]) -> set[str]:
@@ -52,9 +49,10 @@ def settle_step_states(session: Session, plan: OperationPlan, op_id: int, curren
     rows = session.execute(_COUNTS, {"op": op_id}).all()
     stored = {code: state for code, state, _, _ in rows}
     waiting = {code: waits for code, _, _, waits in rows}
-    fed = {step.code for step in plan.steps if step.entry and not waiting.get(step.code) and (
-        step.code == current or stored.get(step.code) == FINISHED
-        or not session.scalar(_MISSING_TARGET, {"op": op_id, "code": step.code}))}
+    # no scan of the targets to know: an entry step took them in when it ran (a routing by hand
+    # takes in none), and a target imported since a finished one enters it at its next run
+    fed = {step.code for step in plan.steps
+           if step.entry and (step.code == current or stored.get(step.code) == FINISHED)}
     finished = finished_steps(plan, waiting, fed)
     states = {}
     for code, state, entered, _ in rows:
