@@ -51,7 +51,7 @@ TARGETS_BAD_ROWS = {  # row -> (fault, reason); other rows up to TARGETS_BAD_LAS
     7: ("empty_tiers", "TIERS empty"),
     9: ("unknown_party", "party P99999 does not exist"),
     11: ("fiche_mismatch", "FICHE CLI with a prospect's code"),
-    13: ("kind_not_targeted", "FICHE FOU: suppliers are not targeted"),
+    13: ("kind_not_targeted", "FICHE FOU: suppliers are not targeted"),  # left out, not an error
     15: ("unknown_contact", "contact C9 unknown for that party"),
 }
 TARGETS_BAD_LAST_ROW = 17
