@@ -97,7 +97,10 @@ class TestStateConditionsRoute:
 
         run_operation("OP")  # the where on MANIF.ETAT lets all in; the operation goes in_progress
         assert in_step("A") == {"P1", "P2", "C1"}
-        execute("update step_target set status = 'ok_continue'")
+        # only A's parties are done: B keeps its parties to process, so it stays in_progress (a step
+        # with nothing left becomes finished, and B runs beside A)
+        execute("update step_target set status = 'ok_continue' where step_id = "
+                "(select s.id from step s join operation o on o.id = s.operation_id where o.code = 'OP' and s.code = 'A')")
         reports = {r["code"]: r for r in run_operation("OP")}
         assert in_step("RUNNING_LYON") == {"P1", "C1"}  # in_progress, and Lyon
         assert in_step("PREPARING") == set()  # no longer in preparation

@@ -405,8 +405,9 @@ class TestFailures:
         assert len(smtp.received) == 3  # the third was sent when the process died
         # one connection: at most its window claimed and unsettled (the one on the wire and a few ahead)
         states = outbox_states()
-        assert 1 <= states.get("sending", 0) <= IN_FLIGHT_PER_CONNECTION and sum(states.values()) == 5, states
-        unsent = states.get("pending", 0)  # never handed to the server
+        # the last batch may not be in the outbox yet: it is built while the one before is on the wire
+        assert 1 <= states.get("sending", 0) <= IN_FLIGHT_PER_CONNECTION and sum(states.values()) <= 5, states
+        unsent = 5 - states.get("sent", 0) - states.get("sending", 0)  # pending or not yet built: never sent
         unknown = scalar("select array_agg(p.code order by p.code) from outbox o join party p on p.id = o.party_id "
                          "where o.state = 'sending'")
         report = run()["S1"]
