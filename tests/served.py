@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from campflow.local_server import healthy
 
 CAMPFLOW = str(Path(sys.executable).with_name("campflow"))
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -60,14 +61,6 @@ def wait_for(check: Callable[[], object], timeout: float, what: str, process: Pr
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
                          + (f"\n{process.output()[-3000:]}" if process else ""))
-
-
-def healthy(api: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api}/health", timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
 
 
 @dataclass
