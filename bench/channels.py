@@ -168,7 +168,7 @@ class _Sink:
                 elif verb == b"DATA":
                     writer.write(b"354 go on\r\n")
                     buffer = b"\r\n"  # the end mark may follow the headers' first line break
-                    while (end := buffer.find(b"\r\n.\r\n")) < 0:
+                    while buffer.find(b"\r\n.\r\n") < 0:
                         chunk = await reader.read(65536)
                         if not chunk:
                             return
@@ -210,10 +210,10 @@ def free_port() -> int:
 
 
 def _context(session: Any, step: str, output: Path) -> Any:
-    from campflow.apply import export_operation
-    from flows.compiler import compile_operation, thaw
-    from tasks import routing
-    from tasks.registry import StepContext
+    from campflow.core.compiler import compile_operation, thaw
+    from campflow.core.kinds import StepContext
+    from campflow.specs.apply import export_operation
+    from campflow.store import routing
 
     plan = compile_operation(export_operation(session, "BENCH"))
     op_id = _operation_id(session)
@@ -239,8 +239,7 @@ def _smtp_channel(port: int, concurrency: int) -> Any:
 
 
 def _campflow(task: dict[str, Any]) -> dict[str, Any]:
-    from campflow import db
-
+    from campflow.store import db
     output = Path(task["output"])
     with db.session() as session:
         if task["what"] == "emails":
@@ -251,7 +250,7 @@ def _campflow(task: dict[str, Any]) -> dict[str, Any]:
                        if task.get("to_files") else _smtp_channel(task["port"], task["concurrency"]))
             outcome = send_step(session, _context(session, "MAIL", output), channel)
         else:
-            from tasks.registry import step_kind
+            from campflow.core.kinds import step_kind
 
             step = {"export": "EXPORT", "documents": "DOC"}[task["what"]]
             ctx = _context(session, step, output)
@@ -311,14 +310,14 @@ def _floor(task: dict[str, Any], prepared: Any) -> dict[str, Any]:
 def measure(task: dict[str, Any]) -> dict[str, Any]:
     """One measurement in this (fresh) process: wall time, RSS growth, optional tracemalloc peak."""
     os.environ["CAMPFLOW_DATABASE_URL"] = task["url"]
+    import mailmerge  # noqa: F401
+    import openpyxl  # noqa: F401
     from sqlalchemy import text
 
-    from campflow import db
     import blocks.channels  # noqa: F401  (load the code before the baseline)
     import tasks.kinds  # noqa: F401
     import tasks.kinds.emailing  # noqa: F401
-    import mailmerge  # noqa: F401
-    import openpyxl  # noqa: F401
+    from campflow.store import db
 
     db.reset_caches()
     with db.session() as session:
@@ -487,8 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="campflow-bench-") as tmp:
             folder = Path(tmp)
             write_templates(folder)
-            from campflow import db
-            from campflow.apply import apply_path
+            from campflow.specs.apply import apply_path
+            from campflow.store import db
 
             bench.execute(WIPE)
             with psycopg.connect(bench.conninfo, autocommit=True) as conn:
@@ -512,8 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         sink.terminate()
         sink.join(10)
         if not args.keep:
-            from campflow import db
-
+            from campflow.store import db
             db.reset_caches()
             bench.admin(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(bench.name)))
     print(json.dumps(results, indent=2, default=str))

@@ -8,9 +8,9 @@ temporary directory (N parties as a Divalto export `FICHE;TIERS;NOM;EMAIL;VILLE;
 and a target file `FICHE;TIERS` naming all of them in a shuffled order), applies an operation
 BENCH targeting prospects and clients, then measures:
 
-* `tasks.imports.import_parties` of the N parties (and of N/10, to show memory does not grow
+* `campflow.store.imports.import_parties` of the N parties (and of N/10, to show memory does not grow
   with the file);
-* `tasks.targeting.import_targets` of the N targets into BENCH;
+* `campflow.store.targeting.import_targets` of the N targets into BENCH;
 * the floor of each file: the same CSV read with the csv module and written with psycopg 3's
   `COPY … FROM STDIN` (`write_row`) into a bare table of text columns, no index.
 
@@ -134,17 +134,16 @@ def write_targets(path: Path, n: int, width: int) -> None:
 
 
 def _run_import(kind: str, path: Path, floor_table: str | None, conninfo: str) -> dict[str, Any]:
-    from campflow import db
-
+    from campflow.store import db
     if kind == "parties":
-        from tasks.imports import import_parties
+        from campflow.store.imports import import_parties
 
         with db.session() as session:
             result = import_parties(session, path, show_progress=False)
         return {"rows": result.rows, "created": result.created, "updated": result.updated,
                 "rejected": result.rejected}
     if kind == "targets":
-        from tasks.targeting import import_targets
+        from campflow.store.targeting import import_targets
 
         with db.session() as session:
             result = import_targets(session, "BENCH", path, show_progress=False)
@@ -171,9 +170,9 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     os.environ["CAMPFLOW_DATABASE_URL"] = task["url"]
     from sqlalchemy import text
 
-    from campflow import db
-    import tasks.imports  # noqa: F401  (load the code before the baseline)
-    import tasks.targeting  # noqa: F401
+    import campflow.store.imports  # noqa: F401  (load the code before the baseline)
+    import campflow.store.targeting  # noqa: F401
+    from campflow.store import db
 
     db.reset_caches()
     with db.session() as session:  # connect, load the dialect: not the import's memory
@@ -217,8 +216,7 @@ class Bench:
 
     def migrate_and_use(self) -> None:
         """Bring the benchmark database to the latest schema and point campflow at it."""
-        from campflow import db
-
+        from campflow.store import db
         db.upgrade(url=self.url)
         os.environ["CAMPFLOW_DATABASE_URL"] = self.url
         db.reset_caches()
@@ -304,8 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.admin(sql.SQL("create database {}").format(sql.Identifier(bench.name)))
     print(f"database {bench.name}; {n:,} rows; Python {platform.python_version()}, "
           f"{os.cpu_count()} CPU(s)", flush=True)
-    from campflow import db
-
+    from campflow.store import db
     failures: list[str] = []
     try:
         bench.migrate_and_use()
@@ -323,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{parties.stat().st_size / MB:.1f} MB, targets {targets.stat().st_size / MB:.1f} MB",
                   flush=True)
 
-            from campflow.apply import apply_path
+            from campflow.specs.apply import apply_path
 
             with db.session() as session:
                 applied = apply_path(session, spec)

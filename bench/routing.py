@@ -219,8 +219,7 @@ def _campflow(breakdown: bool) -> dict[str, Any]:
     if breakdown:
         from sqlalchemy import event
 
-        from campflow import db
-
+        from campflow.store import db
         started: list[float] = []
 
         def before(*_: Any) -> None:
@@ -256,12 +255,12 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
     os.environ["CAMPFLOW_DATABASE_URL"] = task["url"]
     from sqlalchemy import text
 
-    from campflow import db
     # load the code before the baseline (prefect comes with flows.run_operation)
-    import campflow.apply  # noqa: F401
-    import campflow.operations  # noqa: F401
+    import campflow.specs.apply  # noqa: F401
+    import campflow.store.operations  # noqa: F401
     import flows.run_operation  # noqa: F401
     import tasks.kinds  # noqa: F401
+    from campflow.store import db
 
     db.reset_caches()
     with db.session() as session:  # connect, load the dialect: not the routing's memory
@@ -293,7 +292,7 @@ def capture_campflow_sql(task: dict[str, Any]) -> list[tuple[str, dict[str, Any]
     os.environ["CAMPFLOW_DATABASE_URL"] = task["url"]
     from sqlalchemy import event
 
-    from campflow import db
+    from campflow.store import db
     from flows.run_operation import process_step
 
     db.reset_caches()
@@ -312,11 +311,11 @@ def prefect_overhead(task: dict[str, Any]) -> dict[str, Any]:
     """PF20 run twice by the run_operation flow under a Prefect test harness."""
     os.environ["CAMPFLOW_DATABASE_URL"] = task["url"]
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from campflow import db
-
+    from campflow.store import db
     db.reset_caches()
-    import flows.run_operation as run_module
     from prefect.testing.utilities import prefect_test_harness
+
+    import flows.run_operation as run_module
 
     original = run_module.process_step
     lock = threading.Lock()
@@ -499,15 +498,14 @@ def main(argv: list[str] | None = None) -> int:
     bench.admin(sql.SQL("create database {}").format(sql.Identifier(bench.name)))
     print(f"database {bench.name}; sizes {', '.join(f'{n:,}' for n in sizes)}; "
           f"Python {platform.python_version()}, {os.cpu_count()} CPU(s)", flush=True)
-    from campflow import db
-
+    from campflow.store import db
     failures: list[str] = []
     results: dict[int, dict[str, Any]] = {}
     plans: dict[str, str] = {}
     prefect: dict[str, Any] | None = None
     try:
         bench.migrate_and_use()
-        from campflow.apply import apply_path
+        from campflow.specs.apply import apply_path
 
         with tempfile.TemporaryDirectory(prefix="campflow_bench_") as tmp:
             spec = Path(tmp) / "bench.yaml"

@@ -5,7 +5,7 @@
 
 It creates its own database (`campflow_bench_list_<pid>`), migrates it, applies an operation
 BENCH targeting prospects, and fills it with SQL: N prospects, one contact each, all N targeted
-with their contact. Then it times `tasks.targeting.list_targets` as `campflow targets list
+with their contact. Then it times `campflow.store.targeting.list_targets` as `campflow targets list
 BENCH` calls it (the first 100 rows and the total) and with `--sort contacts`, each the median of
 --repeat runs, against a floor measured in the same run: the same first 100 parties and their
 total read without counting contacts. The goals are < 0.1 s and < 1 s.
@@ -74,8 +74,8 @@ def timed(call, repeat: int) -> float:
 
 
 def measure(repeat: int) -> dict[str, float]:
-    from campflow import db
-    from tasks.targeting import list_targets
+    from campflow.store import db
+    from campflow.store.targeting import list_targets
 
     def listing(sort: str):
         def call():
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     url = admin.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    from campflow import db
-    from campflow.apply import apply_path
+    from campflow.specs.apply import apply_path
+    from campflow.store import db
 
     try:
         db.upgrade(url=url)

@@ -268,7 +268,7 @@ class SmtpSender:
         self.key = _server_key(channel)
         self.rate = _rate_limit(self.key, channel.rate)
         self.workers = channel.concurrency
-        # at most this many messages claimed and not yet settled (tasks.sending keeps to it)
+        # at most this many messages claimed and not yet settled (campflow.store.sending keeps to it)
         self.window = channel.concurrency * IN_FLIGHT_PER_CONNECTION
         self.executor: ThreadPoolExecutor | None = ThreadPoolExecutor(self.workers, thread_name_prefix="smtp")
 
@@ -375,7 +375,7 @@ class SmtpSender:
 class _Dropped(Exception):
     """The connection died before the message could have been accepted."""
 
-    may_heal = True  # the step is retried (flows.retries): a server that dropped us may be back
+    may_heal = True  # the step is retried (tasks.retries): a server that dropped us may be back
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

@@ -25,8 +25,8 @@ from pathlib import Path, PurePosixPath
 
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem, WritableFileSystem
 
+from blocks.lookup import default_blocks_available
 from campflow.errors import CampflowError
-from tasks.registry import in_prefect_run
 
 STORAGE_VARIABLE = "CAMPFLOW_OUTPUT_STORAGE"
 DEFAULT_BLOCK = "campflow-output"
@@ -39,7 +39,7 @@ def output_storage() -> WritableFileSystem | None:
     wanted = os.environ.get(STORAGE_VARIABLE, "").strip()
     if wanted.lower() in LOCAL_ONLY:
         return None
-    if not wanted and not in_prefect_run():
+    if not wanted and not default_blocks_available():
         return None  # no API to ask without starting a server just for this
     name = wanted or DEFAULT_BLOCK
     slugs = [name] if "/" in name else [f"{kind}/{name}" for kind in FILESYSTEM_TYPES]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -66,3 +68,12 @@ class FormulaError(CampflowError):
 
 class NotFound(CampflowError):
     """A code given on the command line names nothing."""
+
+
+def closest(word: str, names: Iterable[str]) -> str:
+    """`; did you mean X?` or a short list of what exists."""
+    names = sorted(set(names))
+    match = difflib.get_close_matches(word, names, n=3, cutoff=0.5)
+    if match:
+        return f"; did you mean {', '.join(match)}?"
+    return f"; known: {', '.join(names[:12])}" if names else "; none is defined yet"

@@ -10,7 +10,6 @@ Three setups share these pieces:
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,15 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from campflow import db
 from campflow.errors import CampflowError
+from campflow.orchestration.local_server import prefect_bin  # noqa: F401  (used by the CLI too)
+from campflow.store import db
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 WORK_POOL = "campflow"
 DEPLOYMENT_NAME = "campflow"
 SYNC_EVERY_SECONDS = 900  # sync-schedules also runs on its own, to repair what a redeploy reset
 PREFECT_DATABASE = "prefect"
-
-
-def prefect_bin() -> str:
-    return str(Path(sys.executable).with_name("prefect"))
 
 
 def prefect_database_url(name: str = PREFECT_DATABASE) -> str:
@@ -89,7 +85,7 @@ def server_env(host: str, port: int, database: str = PREFECT_DATABASE) -> dict[s
 
 def worker_env() -> dict[str, str]:
     """The environment for workers and deploys: the project directory and the API URL."""
-    from campflow.schedules import api_url
+    from campflow.orchestration.schedules import api_url
 
     env = dict(os.environ)
     env.setdefault("CAMPFLOW_PROJECT_DIR", str(PROJECT_DIR))
@@ -122,7 +118,7 @@ def serve(limit: int | None = None, on_ready: Callable[[str, list[Any]], None] |
 
     from prefect.runner import Runner
 
-    from campflow.schedules import api_url, sync
+    from campflow.orchestration.schedules import api_url, sync
 
     url = api_url()
     _check_reachable(url)

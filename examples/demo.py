@@ -70,8 +70,7 @@ def show_outputs() -> None:
 
 def show_prefect_ui() -> None:
     """Where the demo's flow runs, their step task runs and artifacts can be opened."""
-    from campflow import local_server
-
+    from campflow.orchestration import local_server
     api = os.environ.get("PREFECT_API_URL")
     found = None if api else local_server.running()
     ui = api.removesuffix("/").removesuffix("/api") if api else found.ui if found else None

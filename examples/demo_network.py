@@ -344,8 +344,7 @@ def database() -> str:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from campflow import db
-
+    from campflow.store import db
     server = db.embedded_url()
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -361,7 +360,7 @@ def already_published(url: str) -> list[str]:
     """The walkthrough's packages already published in that database (it can run once per database)."""
     from sqlalchemy import create_engine, text
 
-    from campflow.db import normalise_url
+    from campflow.store.db import normalise_url
 
     engine = create_engine(normalise_url(url))
     try:

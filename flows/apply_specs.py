@@ -7,9 +7,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from campflow import db
-from campflow.apply import Applied, apply_path
-from campflow.schedules import after_apply
+from campflow.orchestration.schedules import after_apply
+from campflow.specs.apply import Applied, apply_path
+from campflow.store import db
 from flows.inputs import input_path
 
 OUTCOMES = ("created", "updated", "unchanged", "checked")

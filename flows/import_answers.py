@@ -7,10 +7,10 @@ from dataclasses import asdict
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from campflow import db
+from campflow.store import db
+from campflow.store.answers import import_answers as run
 from flows.inputs import input_path, output_path
 from flows.run_operation import artifact_key
-from tasks.answers import import_answers as run
 
 LABELS = {"rows": "rows in the call sheet", "answers_written": "answers written",
           "statuses_changed": "statuses changed", "callbacks": "callbacks set", "rejected": "bad rows skipped"}

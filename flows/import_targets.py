@@ -7,10 +7,10 @@ from dataclasses import asdict
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from campflow import db
+from campflow.store import db
+from campflow.store.targeting import import_targets as run
 from flows.inputs import input_path, output_path
 from flows.run_operation import artifact_key
-from tasks.targeting import import_targets as run
 
 LABELS = {"rows": "rows in the file", "parties_added": "parties targeted", "contacts_added": "contacts targeted",
           "already": "parties already targeted", "rejected": "bad rows skipped",

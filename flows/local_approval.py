@@ -16,10 +16,9 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from campflow import db
 from campflow.errors import CampflowError
-from campflow.identity import actor
-from tasks import local_approval as approvals
+from campflow.store import approvals, db
+from campflow.store.identity import actor
 
 POLL_SECONDS = 10  # how often the paused run checks for an answer (tests make it short)
 MAX_ANSWERS = 5  # refused answers before the run gives up

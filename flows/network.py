@@ -11,8 +11,9 @@ from prefect.input import RunInput
 from prefect.states import Completed, State
 from pydantic import Field
 
-from campflow import db, identity, packages
 from campflow.errors import CampflowError
+from campflow.network import packages
+from campflow.store import db, identity
 
 POLL_SECONDS = 2  # how often a paused run checks for its answer
 MAX_ANSWERS = 5  # refused answers before the run gives up

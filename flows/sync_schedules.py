@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from campflow import schedules
+from campflow.orchestration import schedules
 
 
 @flow(name="sync-schedules", flow_run_name="sync schedules")

@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from campflow.local_server import healthy
+from campflow.orchestration.local_server import healthy
 
 CAMPFLOW = str(Path(sys.executable).with_name("campflow"))
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

@@ -168,8 +168,9 @@ class TestImportTargets:
 @pytest.fixture
 def phoning(examples_applied, cli, tmp_path, monkeypatch):
     """The example specs; P001, P002 and C001 in step S2 to process; the test's folder as working directory."""
-    from campflow import db
     from sqlalchemy import text
+
+    from campflow.store import db
 
     (tmp_path / "parties.csv").write_text(PARTIES, encoding="utf-8")
     (tmp_path / "contacts.csv").write_text(CONTACTS, encoding="utf-8")

@@ -31,8 +31,9 @@ steps:
 
 def enter(step: str, *parties: str, operation: str = OP) -> None:
     """Put parties into a step as `to_process`, as routing would."""
-    from campflow import db
     from sqlalchemy import text
+
+    from campflow.store import db
 
     with db.engine().begin() as conn:
         conn.execute(text("""

@@ -16,9 +16,9 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from campflow import db
-from campflow.collaboration import on_approved
 from campflow.errors import CampflowError
+from campflow.network.collaboration import on_approved
+from campflow.store import db
 from models import Entity, Operation, Order, Package
 from tests.conftest import rows, scalar
 

@@ -6,10 +6,10 @@ import datetime as dt
 
 import pytest
 
+from campflow.core.compiler import compile_operation
+from campflow.core.formula import And, Not, Or, Ref
+from campflow.core.graph import CycleError
 from campflow.errors import FormulaError
-from flows.compiler import compile_operation
-from flows.formula import And, Not, Or, Ref
-from flows.graph import CycleError
 
 
 def op(*steps, **extra):

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 from sqlalchemy import text
 
-from campflow import db
+from campflow.store import db
 from tests.conftest import rows, scalar
 
 PARTIES = """FICHE;TIERS;NOM;VILLE

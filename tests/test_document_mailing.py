@@ -15,13 +15,13 @@ from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
 
 from blocks import storage
-from campflow import db
+from campflow.core.fields import FieldCatalog
+from campflow.core.kinds import StepContext, step_kind
 from campflow.errors import SpecError
-from flows.fields import FieldCatalog
+from campflow.render.wordmerge import TemplateError, WordTemplate, map_fields, merge_document, template_fields
+from campflow.store import db
 from tasks.kinds import document_mailing
 from tasks.kinds.document_mailing import MergePlan, file_name, write_documents
-from tasks.registry import StepContext, step_kind
-from tasks.wordmerge import TemplateError, WordTemplate, map_fields, merge_document, template_fields
 from tests.conftest import EXAMPLES, load_files, rows, scalar, target_everyone
 
 WORD = Path(__file__).resolve().parent / "fixtures" / "word"

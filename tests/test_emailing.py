@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import text
 
 from blocks.channels import IN_FLIGHT_PER_CONNECTION
-from campflow import db
 from campflow.errors import CampflowError
+from campflow.store import db
 from tests.conftest import final_task_runs, free_port, rows, scalar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -332,7 +332,7 @@ class TestOutputFolders:
 
 
 def no_retry(monkeypatch) -> None:
-    from tasks.registry import REGISTRY, step_kind
+    from campflow.core.kinds import REGISTRY, step_kind
 
     for name in ("emailing", "mass_emailing"):
         monkeypatch.setitem(REGISTRY, name, dataclasses.replace(step_kind(name), retry_delay_seconds=0))
@@ -461,10 +461,10 @@ def kill_while_sending(port: int, out: Path, after: int, batch: int) -> None:
         from pathlib import Path
         from prefect_email import EmailServerCredentials
         from blocks import channels
-        from campflow import db
+        from campflow.store import db
         from sqlalchemy import text
         from tasks.kinds import emailing
-        from tasks.registry import StepContext
+        from campflow.core.kinds import StepContext
 
         real, sent = channels.deliver, []
         def dying(*args):
@@ -496,10 +496,10 @@ def sigkill_while_sending(smtp, out: Path, after: int, concurrency: int) -> int:
         from pathlib import Path
         from prefect_email import EmailServerCredentials
         from blocks import channels
-        from campflow import db
+        from campflow.store import db
         from sqlalchemy import text
         from tasks.kinds import emailing
-        from tasks.registry import StepContext
+        from campflow.core.kinds import StepContext
 
         channel = channels.SmtpChannel(credentials=EmailServerCredentials(
             smtp_server="127.0.0.1", smtp_port={smtp.port}, smtp_type="INSECURE"), sender="s@example.com",
@@ -619,14 +619,14 @@ class TestRtfBody:
 
 
 class TestMessageParts:
-    """The pure helpers of tasks.mail: no database, no server."""
+    """The pure helpers of campflow.render.mail: no database, no server."""
 
     @pytest.mark.parametrize("subject", [
         "Invitation", "Invitation au Salon ERP — Boulangerie Lefèvre & fils",
         "Très long sujet " * 12 + "😀 fin", "A" * 120, "=?utf-8?q?not_an_encoded_word?=",
     ])
     def test_subjects_round_trip(self, subject):
-        from tasks.mail import header_text
+        from campflow.render.mail import header_text
 
         encoded = header_text(subject, "Subject")
         limit = 78 if " " in subject else 998  # a word longer than a line cannot be folded
@@ -637,7 +637,7 @@ class TestMessageParts:
     @pytest.mark.parametrize("name", ["Hélène Lefèvre", "Dupont, Jean", 'Jean "Jo" Dupont', "Trần Océane " * 6,
                                       "Plain Name"])
     def test_display_names_round_trip(self, name):
-        from tasks.mail import format_address
+        from campflow.render.mail import format_address
 
         header = f"To: {format_address(name, 'x@example.com')}\r\n\r\n".encode("ascii")
         address = email.message_from_bytes(header, policy=policy.default)["To"].addresses[0]
@@ -656,19 +656,19 @@ class TestMessageParts:
         ("jean@exämple.fr", ("jean@xn--exmple-cua.fr", None)),
     ])
     def test_addresses(self, raw, expected):
-        from tasks.mail import check_address
+        from campflow.render.mail import check_address
 
         assert check_address(raw) == expected
 
     def test_rtf_values_are_escaped(self):
-        from tasks.mail import rtf_escape, rtf_to_text
+        from campflow.render.mail import rtf_escape, rtf_to_text
 
         escaped = rtf_escape("Lefèvre {SA} \\ 😀\nligne 2")
         assert escaped == "Lef\\u232?vre \\{SA\\} \\\\ \\u-10179?\\u-8704?\\line ligne 2"
         assert rtf_to_text("{\\rtf1 " + escaped + "}") == "Lefèvre {SA} \\ 😀\nligne 2\n"
 
     def test_html_text_alternative(self):
-        from tasks.mail import html_to_text
+        from campflow.render.mail import html_to_text
 
         source = ("<html><head><title>t</title><style>p {}</style></head><body><h1>Salon</h1><p>Bonjour&nbsp;"
                   "<b>vous</b>,<br>venez</p><ul><li>un</li><li>deux</li></ul>"
@@ -676,7 +676,7 @@ class TestMessageParts:
         assert html_to_text(source) == "Salon\n\nBonjour vous,\nvenez\n\n- un\n- deux\n\ninscription (https://x.fr/i)\n"
 
     def test_jinja_problems_for_apply_time_checks(self):
-        from tasks.mail import jinja_problems
+        from campflow.render.mail import jinja_problems
 
         assert jinja_problems("{{ party.name }} {% for i in range(2) %}{{ i }}{% endfor %}") == []
         assert [p.split(";")[0] for p in jinja_problems("{{ ''.__class__ }}{{ os }}")] == [
@@ -685,7 +685,7 @@ class TestMessageParts:
     def test_jinja_html_escapes_and_never_prints_a_blank(self):
         from jinja2.exceptions import UndefinedError
 
-        from tasks.mail import JinjaBody, TemplateRefused
+        from campflow.render.mail import JinjaBody, TemplateRefused
 
         body = JinjaBody("<p>{{ party.name }}</p>{% if party.city %}{{ party.city }}{% endif %}", "b.html.j2",
                          as_html=True)

@@ -9,8 +9,8 @@ import socket
 import pytest
 from sqlalchemy import text
 
-from campflow import db
 from campflow.errors import CampflowError
+from campflow.store import db
 from tests.conftest import final_task_runs, rows, scalar
 
 PARTIES = """FICHE;TIERS;NOM;VILLE;SECTEUR
@@ -175,7 +175,7 @@ class TestRun:
         assert state() == before
 
     def test_a_second_run_at_once_is_refused(self, operation):
-        from flows.run_lock import LOCK_RUN
+        from campflow.store.run_lock import LOCK_RUN
 
         op_id = scalar("select id from operation where code = 'OP'")
         with db.engine().connect() as other:
@@ -217,7 +217,7 @@ class TestCommands:
 
 class TestRetries:
     def test_a_failing_step_retries_with_its_kind_settings(self, operation, monkeypatch):
-        from tasks.registry import REGISTRY, StepKind, StepOutcome, step_kind
+        from campflow.core.kinds import REGISTRY, StepKind, StepOutcome, step_kind
 
         step_kind("other")  # load the built-in kinds first
         calls = []
@@ -234,7 +234,7 @@ class TestRetries:
         assert reports["A"]["state"] == "Completed"
 
     def test_a_step_that_keeps_failing_fails_the_run(self, operation, monkeypatch):
-        from tasks.registry import REGISTRY, StepKind, step_kind
+        from campflow.core.kinds import REGISTRY, StepKind, step_kind
 
         step_kind("other")
 
@@ -254,7 +254,7 @@ class TestRetries:
     def test_only_errors_that_may_heal_are_retried(self, operation, monkeypatch, error, runs):
         """A configuration error fails at once; a timeout is retried as the kind declares; either way
         the run's error names the step and the error's message."""
-        from tasks.registry import REGISTRY, StepKind, step_kind
+        from campflow.core.kinds import REGISTRY, StepKind, step_kind
 
         step_kind("other")
         calls = []
@@ -269,7 +269,7 @@ class TestRetries:
         assert calls == ["A"] * runs
 
     def test_a_lost_database_connection_is_retried(self, operation, monkeypatch):
-        from tasks.registry import REGISTRY, StepKind, StepOutcome, step_kind
+        from campflow.core.kinds import REGISTRY, StepKind, StepOutcome, step_kind
 
         step_kind("other")
         calls = []
@@ -289,7 +289,7 @@ class TestRetries:
 
 
 class TestMayHeal:
-    """The pure rule of flows.retries: which errors are worth a retry."""
+    """The pure rule of tasks.retries: which errors are worth a retry."""
 
     @pytest.mark.parametrize("error, heals", [
         (ConnectionRefusedError(111, "Connection refused"), True),
@@ -306,14 +306,14 @@ class TestMayHeal:
         (KeyError("x"), False),
     ])
     def test_errors(self, error, heals):
-        from flows.retries import may_heal
+        from tasks.retries import may_heal
 
         assert may_heal(error) is heals
 
     @pytest.mark.parametrize("cause, heals", [(ConnectionResetError(104, "reset"), True),
                                               (smtplib.SMTPAuthenticationError(535, b"no"), False)])
     def test_a_domain_error_raised_from_none_is_judged_by_its_context(self, cause, heals):
-        from flows.retries import may_heal
+        from tasks.retries import may_heal
 
         try:
             try:
@@ -325,7 +325,7 @@ class TestMayHeal:
 
     def test_an_exception_may_say_it_heals(self):
         from blocks.channels import MessageLost
-        from flows.retries import may_heal
+        from tasks.retries import may_heal
 
         assert may_heal(MessageLost("the connection died while the server took a message"))
 
@@ -340,7 +340,7 @@ steps:
 """
 CHILD = """
 import sys, time, pathlib
-import tasks.routing as routing
+import campflow.store.routing as routing
 real = routing.sync_contacts
 def stall(session, step_id):
     real(session, step_id)

@@ -37,7 +37,7 @@ steps:
 CHILD = """
 import dataclasses, sys
 from tasks.kinds import emailing
-from tasks.registry import REGISTRY, step_kind
+from campflow.core.kinds import REGISTRY, step_kind
 emailing.BATCH = 20
 REGISTRY["emailing"] = dataclasses.replace(step_kind("emailing"), retry_delay_seconds=0)
 from campflow.cli import main
@@ -122,7 +122,7 @@ def sent_count() -> int:
 
 class TestRunLock:
     def test_a_terminated_lock_is_noticed_and_released_quietly(self, database):
-        from flows.run_lock import RunBusy, RunLock, RunLockLost
+        from campflow.store.run_lock import RunBusy, RunLock, RunLockLost
 
         op_id = 7
         with RunLock("OP", op_id) as lock:
@@ -140,7 +140,7 @@ class TestRunLock:
     def test_a_lock_released_by_its_own_session_is_noticed(self, database):
         from sqlalchemy import text
 
-        from flows.run_lock import RunLock, RunLockLost
+        from campflow.store.run_lock import RunLock, RunLockLost
 
         with RunLock("OP", 7) as lock:
             lock.connection.execute(text("select pg_advisory_unlock_all()"))

@@ -147,8 +147,8 @@ def test_a_refused_number_fails_only_that_party(fax_operation):
 
 def test_without_a_gateway_the_step_fails_naming_the_command(database, cli, tmp_path, prefect, channels,
                                                                 monkeypatch):
+    from campflow.core.kinds import REGISTRY, step_kind
     from flows.run_operation import run_operation
-    from tasks.registry import REGISTRY, step_kind
 
     monkeypatch.setenv("CAMPFLOW_OUTPUT_DIR", str(tmp_path / "out"))
     monkeypatch.setitem(REGISTRY, "faxing", dataclasses.replace(step_kind("faxing"), retries=0))

@@ -6,8 +6,8 @@ from dataclasses import FrozenInstanceError
 
 import pytest
 
+from campflow.core.fields import FieldCatalog, FieldRef, parse_template_fields
 from campflow.errors import FormulaError
-from flows.fields import FieldCatalog, FieldRef, parse_template_fields
 
 CATALOG = FieldCatalog(
     custom={"party": {"stat": True, "SECTEUR": False}, "T2": {"hobby": False}},

@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Boolean, column
 from sqlalchemy.dialects import postgresql
 
-from campflow.errors import FormulaError
-from flows.formula import (
+from campflow.core.formula import (
     OPERATORS,
     And,
     Comparison,
@@ -26,9 +25,10 @@ from flows.formula import (
     names,
     parse_formula,
     parse_where,
-    to_sql,
     to_text,
 )
+from campflow.errors import FormulaError
+from campflow.store.conditions import to_sql
 
 A, B, C = Ref("A"), Ref("B"), Ref("C")
 C1, C2, C3 = Ref("C1"), Ref("C2"), Ref("C3")

@@ -9,8 +9,9 @@ import docx
 import pytest
 from docx.shared import Mm
 
-from campflow import db
+from campflow.core.kinds import StepContext, step_kind
 from campflow.errors import CampflowError
+from campflow.store import db
 from tasks.kinds import label_mailing
 from tasks.kinds.label_mailing import (
     SHEETS,
@@ -21,7 +22,6 @@ from tasks.kinds.label_mailing import (
     twips,
     write_docx,
 )
-from tasks.registry import StepContext, step_kind
 from tests.conftest import load_files, rows, scalar, target_everyone
 
 PARTIES = """FICHE;TIERS;NOM;ADRESSE;CP;VILLE;PAYS

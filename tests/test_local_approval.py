@@ -120,7 +120,7 @@ ADDRESSES = {"LYON": "lyon@stores.example", "PARIS": "paris@stores.example", "NA
 
 
 class Clock:
-    """The time the kind, the CLI and the flow read (tasks.local_approval.clock)."""
+    """The time the kind, the CLI and the flow read (campflow.store.approvals.clock)."""
 
     def __init__(self) -> None:
         self.now = dt.datetime(2027, 1, 5, 10, 0, tzinfo=PARIS)
@@ -134,8 +134,7 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch) -> Clock:
-    from tasks import local_approval
-
+    from campflow.store import approvals as local_approval
     fake = Clock()
     monkeypatch.setattr(local_approval, "clock", fake)
     return fake
@@ -376,9 +375,9 @@ class TestUiForm:
         assert approvals()["NANTES"][0] == "approved" and removed_flags()["P09"] == (True, "nantes1")
 
     def test_the_form_describes_the_list_and_the_deadline(self, sent):
-        from campflow import db
+        from campflow.store import db
+        from campflow.store.approvals import find_step, list_rows
         from flows.local_approval import ListApproval, describe
-        from tasks.local_approval import find_step, list_rows
 
         with db.session() as session:
             step = find_step(session, "LOCAL", "A1")

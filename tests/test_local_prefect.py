@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
-from campflow import local_server
 from campflow.errors import CampflowError
+from campflow.orchestration import local_server
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from campflow import packages
 from campflow.errors import CampflowError
+from campflow.network import packages
 from tests.conftest import rows, scalar
 from tests.test_packages import OPEN, UTC, approvals, mail, network, publish, snapshot  # noqa: F401
 

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from campflow import collaboration, packages
 from campflow.errors import CampflowError
+from campflow.network import collaboration, packages
 from tests.conftest import rows, scalar
 from tests.test_emailing import add_smtp
 
@@ -346,6 +346,6 @@ class TestPublishFlow:
 
 def test_the_cli_loads_prefect_only_for_commands_that_need_it():
     """Listing packages or orders starts no Prefect: the notifications' block loads when one is sent."""
-    probe = "import sys, campflow.cli, campflow.packages; print(sorted(m for m in sys.modules if m.startswith('prefect')))"
+    probe = "import sys, campflow.cli, campflow.network.packages; print(sorted(m for m in sys.modules if m.startswith('prefect')))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

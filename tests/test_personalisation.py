@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from tests.conftest import scalar
 from tests import test_faxing as faxing
-from tests.test_emailing import PDF, SPEC, add_smtp, execute, run, setup_operation, statuses
+from tests.conftest import scalar
 from tests.test_document_mailing import merge, operation, section_texts  # noqa: F401  (a fixture)
+from tests.test_emailing import PDF, SPEC, add_smtp, execute, run, setup_operation, statuses
 from tests.test_faxing import docx_text, fax_operation  # noqa: F401  (a fixture)
 
 # P1, P2, P5 are prospects; P3 is a client (its address repaired below), P4 a client without one
@@ -190,12 +190,12 @@ class TestMarkers:
         ("rtf", r"{\rtf1 [PRO.NOM|{\b x}]}", []),  # a default holds no RTF group
     ])
     def test_template_fields(self, syntax, text, found):
-        from flows.fields import template_fields
+        from campflow.core.fields import template_fields
 
         assert [tuple(vars(f).values()) for f in template_fields(text, syntax)] == found
 
     def test_html_default_is_template_text_and_follows_into_the_text_part(self):
-        from tasks.mail import FieldText, html_escape, html_to_text
+        from campflow.render.mail import FieldText, html_escape, html_to_text
 
         html_body = FieldText.parse("<p>[[PRO.NOM|Cher&nbsp;client &amp; ami]] / [[VILLE]]</p>", "html", html_escape)
         text = html_body.derive(html_to_text)
@@ -205,7 +205,7 @@ class TestMarkers:
         assert text.render(["", "A&B"]) == "Cher client & ami / A&B\n"
 
     def test_rtf_default_and_the_rtf_marker_in_the_error(self):
-        from tasks.mail import EmptyField, FieldText, rtf_escape, rtf_to_text
+        from campflow.render.mail import EmptyField, FieldText, rtf_escape, rtf_to_text
 
         rtf = FieldText.parse(r"{\rtf1 Bonjour [PRO.NOM|Cher abonn\'e9], [party.city].}", "rtf", rtf_escape)
         text = rtf.derive(rtf_to_text)
@@ -218,8 +218,8 @@ class TestMarkers:
             rtf.render(["x", ""])
 
     def test_document_fields_default(self):
+        from campflow.render.mail import EmptyField
         from tasks.kinds.document_mailing import MergePlan
-        from tasks.mail import EmptyField
 
         plan = MergePlan(None, (), (("NOM", 0), ("VILLE", 1)),  # type: ignore[arg-type]
                          (("NOM", "PRO.NOM", "Madame, Monsieur"), ("VILLE", "party.city", None)))

@@ -19,7 +19,7 @@ import openpyxl
 import pytest
 from sqlalchemy import text
 
-from campflow import db
+from campflow.store import db
 from tests.conftest import rows, scalar
 
 OP = "CALLS"
@@ -118,7 +118,7 @@ def set_callback(party: str, when: dt.datetime, attempts: int = 1, step: str = "
 
 
 def phoning_step(step: str = "APPEL"):
-    from tasks.phoning import find_phoning_step
+    from campflow.store.phoning import find_phoning_step
 
     with db.session() as session:
         return find_phoning_step(session, OP, step)
@@ -215,7 +215,7 @@ class TestCallSheet:
         assert status("P004") == ("to_process", 0, None)
 
     def test_a_sheet_of_earlier_answers_imports_back_unchanged(self, calls, cli):
-        from tasks.phoning import Answered, Call, load_card, record_call
+        from campflow.store.phoning import Answered, Call, load_card, record_call
 
         step = phoning_step()
         question = {q.code: q.id for q in step.questions}
@@ -253,7 +253,7 @@ class TestCallSheet:
         assert result.code == 0, result.err
         assert contact_status("P001", "C1")[0] == "ok_continue"
         assert answers("P001", "C1") == {"CATALOGUE": "oui"}
-        from tasks.routing import sync_contacts
+        from campflow.store.routing import sync_contacts
 
         with db.session() as session:
             sync_contacts(session, phoning_step("PARCONTACT").step_id)
@@ -333,7 +333,7 @@ class TestAnswers:
         ("text", (), "  =rappeler  ", "=rappeler", None),
     ])
     def test_answers_are_stored_as_the_import_stores_them(self, kind, choices, typed, value, picked):
-        from tasks.phoning import Answered, CallQuestion, parse_answer
+        from campflow.store.phoning import Answered, CallQuestion, parse_answer
 
         question = CallQuestion(1, "Q", "Q", kind, choices, False)
         assert parse_answer(question, typed) == Answered(value, picked)
@@ -347,7 +347,7 @@ class TestAnswers:
         ("date", "31/02/2026", "'31/02/2026' is not a date; write 2026-03-12 or 12/03/2026"),
     ])
     def test_answers_that_do_not_fit_are_refused(self, kind, typed, message):
-        from tasks.phoning import BadAnswer, CallQuestion, parse_answer
+        from campflow.store.phoning import BadAnswer, CallQuestion, parse_answer
 
         with pytest.raises(BadAnswer, match=message):
             parse_answer(CallQuestion(1, "Q", "Q", kind, ("oui", "non"), False), typed)
@@ -355,14 +355,14 @@ class TestAnswers:
 
 class TestNextCall:
     def offered(self, step, claims, passed=()):
-        from tasks.phoning import next_call
+        from campflow.store.phoning import next_call
 
         with db.session() as session:
             card = next_call(session, step, claims, passed)
         return card
 
     def test_due_callbacks_first_then_never_called_by_code(self, calls):
-        from tasks.phoning import CallClaims
+        from campflow.store.phoning import CallClaims
 
         now = dt.datetime.now(UTC)
         set_callback("P004", now - dt.timedelta(hours=1))
@@ -378,7 +378,7 @@ class TestNextCall:
         assert order == ["P003", "P004", "P002"]
 
     def test_two_operators_never_get_the_same_call(self, calls):
-        from tasks.phoning import CallClaims
+        from campflow.store.phoning import CallClaims
 
         step = phoning_step()
         with contextlib.ExitStack() as stack:
@@ -390,7 +390,7 @@ class TestNextCall:
             assert self.offered(step, operators[4]).party_code == "P001"  # released: free again
 
     def test_phoning_contact_goes_contact_by_contact(self, calls):
-        from tasks.phoning import Call, CallClaims, record_call
+        from campflow.store.phoning import Call, CallClaims, record_call
 
         step = phoning_step("PARCONTACT")
         with CallClaims(db.engine()) as claims:
@@ -414,7 +414,7 @@ class TestNextCall:
             assert self.offered(step, claims).who == "P003"  # no contact: the party itself
 
     def test_a_call_settled_meanwhile_is_not_overwritten(self, calls, cli):
-        from tasks.phoning import Answered, Call, CallClaims, CallTaken, record_call
+        from campflow.store.phoning import Answered, Call, CallClaims, CallTaken, record_call
 
         step = phoning_step()
         with CallClaims(db.engine()) as claims:
@@ -426,7 +426,7 @@ class TestNextCall:
         assert answers("P001") == {}
 
     def test_contacts_of_a_party_level_call_take_its_status(self, calls):
-        from tasks.phoning import Call, CallClaims, record_call
+        from campflow.store.phoning import Call, CallClaims, record_call
 
         execute("""insert into step_target_contact (step_id, contact_id, party_id)
                    select s.id, c.id, c.party_id from step s, contact c join party p on p.id = c.party_id

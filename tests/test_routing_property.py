@@ -10,12 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
-from campflow import db
-from campflow.catalog import load_known
-from flows.compiler import compile_rule
-from flows.formula import And, Not, Or, Ref, evaluate, evaluate_condition, to_text
+from campflow.core.compiler import compile_rule
+from campflow.core.formula import And, Not, Or, Ref, evaluate, evaluate_condition, to_text
+from campflow.store import db
+from campflow.store.catalog import load_known
+from campflow.store.routing import RuleJoins, rule_sql
 from models import Party
-from tasks.routing import RuleJoins, rule_sql
 
 VALUES = ["lyon", "Lyon", "LYON ", "Paris", "paris", "Élan", "élan", "10", "10.0", "9", "-3", " 7 ",
           "2.5", "abc", "a*c", "x_y", "100%", ""]

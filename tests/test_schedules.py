@@ -9,8 +9,8 @@ import zoneinfo
 import pytest
 from prefect.server.schemas.schedules import RRuleSchedule
 
-from campflow import schedules
-from models.cadence import cadence_rules, rrule_text
+from campflow.core.cadence import cadence_rules, rrule_text
+from campflow.orchestration import schedules
 
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 UTC = dt.timezone.utc

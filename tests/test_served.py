@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from campflow import db
+from campflow.store import db
 from tests.conftest import free_port, rows, scalar
 from tests.served import drop_database, final_state, start_serve, start_server, wait_for
 
@@ -221,8 +221,13 @@ class TestSync:
 class TestScheduledRun:
     def test_a_served_deployment_runs_the_operation_on_its_schedule(self, on_server, cli, tmp_path):
         from prefect import get_client
-        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
-        from prefect.client.schemas.filters import FlowRunFilterState, FlowRunFilterStateType
+        from prefect.client.schemas.filters import (
+            DeploymentFilter,
+            DeploymentFilterName,
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
 
         load_parties(cli, tmp_path)
         now = dt.datetime.now(dt.timezone.utc)
@@ -364,7 +369,7 @@ class TestNetwork:
         from prefect.deployments import run_deployment
         from prefect.input.run_input import keyset_from_paused_state
 
-        from campflow import packages
+        from campflow.network import packages
         from tests.test_orders import VALUES
         from tests.test_packages import BRIEF, NETWORK
 

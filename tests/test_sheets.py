@@ -1,4 +1,4 @@
-"""Streaming reading of user spreadsheets (campflow.sheets)."""
+"""Streaming reading of user spreadsheets (campflow.render.sheets)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from openpyxl import Workbook
 
 from campflow.errors import ImportRejected
-from campflow.sheets import EXTRA, Column, fold_header, open_sheet
+from campflow.render.sheets import EXTRA, Column, fold_header, open_sheet
 
 ALIASES = {
     "kind": ["FICHE", "KIND"],

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from campflow import db, packages
+from campflow.core.kinds import StepContext
 from campflow.errors import CampflowError
+from campflow.network import packages
 from campflow.paths import PathRefused, read_stored
-from campflow.yamlsource import MAX_SPEC_BYTES
-from models.specs import FREE_FORM_NODES, LABEL_MAX
-from tasks import mail
+from campflow.render import mail
+from campflow.specs.schema import FREE_FORM_NODES, LABEL_MAX
+from campflow.specs.source import MAX_SPEC_BYTES
+from campflow.store import db
 from tasks.kinds import document_mailing
-from tasks.registry import StepContext
 from tests.conftest import rows, scalar
 from tests.test_emailing import add_smtp, failed_step_message, no_retry, setup_operation
 
@@ -403,7 +404,7 @@ class TestPathsAtRunTime:
                 document_mailing.plan_merge(session, ctx)
 
     def test_a_notification_never_attaches_through_a_symlink(self, database, prefect, tmp_path):
-        from campflow.notify import notify
+        from campflow.network.notify import notify
 
         (tmp_path / "brief.txt").symlink_to(Path("/etc/passwd"))
         with pytest.raises(CampflowError, match=f"cannot attach {tmp_path / 'brief.txt'}: .*; nothing was sent"):

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import yaml
 
-from campflow import db
+from campflow.store import db
 from tests.conftest import EXAMPLES, rows, scalar
 
 SNAPSHOT_TABLES = ("family", "state", "entity_type", "collaborator", "field_alias", "custom_field",

@@ -7,10 +7,10 @@ import datetime as dt
 import openpyxl
 import pytest
 
-from campflow import db
+from campflow.core.kinds import StepContext, step_kind
 from campflow.errors import SpecError
+from campflow.store import db
 from tasks.kinds import spreadsheet_export
-from tasks.registry import StepContext, step_kind
 from tests.conftest import load_files, rows, scalar
 
 PARTIES = """FICHE;TIERS;NOM;VILLE;SECTEUR;STAT(2)

@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import text
 
-from campflow import db
+from campflow.store import db
 from tests.conftest import scalar
 
 PARTIES = """FICHE;TIERS;NOM;VILLE

@@ -235,8 +235,9 @@ class TestTargetingCommands:
         assert "unknown field" in result.err and "VILLE" in result.err and "^^^^" in result.err
 
     def test_from_step(self, loaded, cli):
-        from campflow import db
         from sqlalchemy import text
+
+        from campflow.store import db
 
         (loaded / "op2.yaml").write_text(OPERATION.replace("code: OP\n", "code: OP2\n"), encoding="utf-8")
         cli("apply", loaded / "op2.yaml")
@@ -271,8 +272,7 @@ class TestCascades:
     def test_deleting_parents_deletes_their_rows(self, loaded, cli):
         from sqlalchemy import text
 
-        from campflow import db
-
+        from campflow.store import db
         cli("targets", "add", "OP", "--where", "kind in (prospect, client)")
         with db.engine().begin() as conn:
             conn.execute(text("""insert into operation_target_contact (operation_id, contact_id, party_id)
@@ -300,8 +300,7 @@ class TestCascades:
     def test_truncating_a_parent_empties_its_per_party_tables(self, loaded, cli):
         from sqlalchemy import text
 
-        from campflow import db
-
+        from campflow.store import db
         cli("targets", "add", "OP", "--where", "kind in (prospect, client)")
         with db.engine().begin() as conn:
             conn.execute(text("truncate party cascade"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from campflow.charsets import UndecodableTemplate, decode_template
+from campflow.render.charsets import UndecodableTemplate, decode_template
 from tests.conftest import scalar
 
 PARTIES = """FICHE;TIERS;NOM;VILLE;EMAIL

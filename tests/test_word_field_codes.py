@@ -13,7 +13,7 @@ import pytest
 from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
 
-from tasks.wordmerge import WordTemplate, merge_document, merge_tokens
+from campflow.render.wordmerge import WordTemplate, merge_document, merge_tokens
 from tests.conftest import scalar
 
 

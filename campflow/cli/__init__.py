@@ -7,12 +7,11 @@ import sys
 import typer
 from rich.markup import escape
 
-from campflow.cli import approvals, network, ops, specs, status, targeting
+from campflow.cli import approvals, network, ops, servers, specs, status, targeting
 from campflow.cli import channels as channel_commands
 from campflow.cli import fax as fax_commands
 from campflow.cli import phoning as phoning_commands
 from campflow.cli import run as run_commands
-from campflow.cli import servers
 from campflow.cli.common import err_console
 from campflow.errors import CampflowError
 
@@ -54,8 +53,7 @@ def main() -> None:
         if _missing_table(exc):
             from sqlalchemy.engine import make_url
 
-            from campflow import db
-
+            from campflow.store import db
             shown = make_url(db.database_url()).render_as_string(hide_password=True)
             err_console.print(f"[bold red]error:[/] the database {shown} lacks campflow's tables "
                               f"({str(exc.orig).splitlines()[0]}); run `campflow db upgrade`",

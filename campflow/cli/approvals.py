@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from campflow import db
 from campflow.cli.common import JSON_OPTION_HELP, console, escape, print_json, print_table
+from campflow.store import db
 
 approvals_app = typer.Typer(help="Local approval of targets (local_approval steps).", no_args_is_help=True)
 
@@ -42,8 +42,8 @@ def list_(operation: OperationArg,
 
     Example: campflow approvals list SALON-ERP-2026 --step VALID --as lyon1
     """
-    from campflow.identity import actor
-    from tasks.local_approval import operation_lists
+    from campflow.store.approvals import operation_lists
+    from campflow.store.identity import actor
 
     with db.session() as session:
         lists = operation_lists(session, operation, actor(session, as_), step)
@@ -71,8 +71,8 @@ def show(operation: OperationArg, step: StepArg, entity: EntityOption = None, as
 
     Example: campflow approvals show SALON-ERP-2026 VALID --as lyon1
     """
-    from campflow.identity import actor
-    from tasks.local_approval import find_step, list_rows
+    from campflow.store.approvals import find_step, list_rows
+    from campflow.store.identity import actor
 
     with db.session() as session:
         found = find_step(session, operation, step)
@@ -101,8 +101,8 @@ def _contacts(contacts: list[dict]) -> str:
 
 def _change(operation: str, step: str, parties: list[str], removed: bool, entity: str | None,
             as_: str | None, as_json: bool) -> None:
-    from campflow.identity import actor
-    from tasks.local_approval import change_parties, find_step
+    from campflow.store.approvals import change_parties, find_step
+    from campflow.store.identity import actor
 
     with db.session() as session:
         changes = change_parties(session, find_step(session, operation, step), actor(session, as_), parties,
@@ -151,9 +151,9 @@ def approve(operation: OperationArg, step: StepArg, entity: EntityOption = None,
 
     Example: campflow approvals approve SALON-ERP-2026 VALID --as lyon1
     """
-    from campflow.identity import actor
-    from tasks.local_approval import approve as approve_list
-    from tasks.local_approval import find_step
+    from campflow.store.approvals import approve as approve_list
+    from campflow.store.approvals import find_step
+    from campflow.store.identity import actor
 
     with db.session() as session:
         change = approve_list(session, find_step(session, operation, step), actor(session, as_), entity)
@@ -177,8 +177,8 @@ def import_(operation: OperationArg, step: StepArg,
 
     Example: campflow approvals import SALON-ERP-2026 VALID SALON-ERP-2026-VALID-LYON.xlsx --as lyon1
     """
-    from campflow.identity import actor
-    from tasks.local_approval import find_step, import_list
+    from campflow.store.approvals import find_step, import_list
+    from campflow.store.identity import actor
 
     with db.session() as session:
         change = import_list(session, find_step(session, operation, step), actor(session, as_), file, entity)
@@ -200,7 +200,7 @@ def review(operation: OperationArg, step: StepArg,
 
     Example: campflow approvals review SALON-ERP-2026 VALID --entity LYON
     """
-    from campflow.local_server import use_local_server
+    from campflow.orchestration.local_server import use_local_server
     from flows.local_approval import local_approval
 
     use_local_server()

@@ -38,7 +38,7 @@ def _check_name(name: str) -> None:
 def _save(block: Any, name: str, overwrite: bool) -> None:
     """Save the block; a channel of that name (of either type) is replaced only with --overwrite."""
     from blocks.channels import load_channel
-    from campflow.local_server import use_local_server
+    from campflow.orchestration.local_server import use_local_server
 
     use_local_server()
 
@@ -166,7 +166,7 @@ def check(name: NameArgument) -> None:
     Example: campflow channels check emailing
     """
     from blocks.channels import FileChannel, load_channel
-    from campflow.local_server import use_local_server
+    from campflow.orchestration.local_server import use_local_server
 
     use_local_server()
     channel = load_channel(name)
@@ -191,7 +191,7 @@ def saved_channels() -> list[tuple[str, Any]]:
 
     from blocks.channels import FileChannel, SmtpChannel
     from blocks.fax import FaxGateway
-    from campflow.local_server import use_local_server
+    from campflow.orchestration.local_server import use_local_server
 
     use_local_server()
     found = []

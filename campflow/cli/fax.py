@@ -47,7 +47,7 @@ def add_fax(
         raise CampflowError(f"--region {region!r}: not a country code phone numbers know (FR, BE, CH, DE…)")
     if "@" in domain or not domain.strip(".") or " " in domain:
         raise CampflowError(f"--domain {domain!r}: give the gateway's domain alone, e.g. fax.example.com")
-    from campflow.local_server import use_local_server
+    from campflow.orchestration.local_server import use_local_server
 
     use_local_server()
     if load_channel(channel) is None:

@@ -14,9 +14,10 @@ import typer
 from rich.tree import Tree
 from sqlalchemy import select
 
-from campflow import db, identity, packages
 from campflow.cli.common import JSON_OPTION_HELP, console, err_console, escape, print_json, print_table
 from campflow.errors import CampflowError
+from campflow.network import packages
+from campflow.store import db, identity
 from models import Entity
 
 entities_app = typer.Typer(help="The network: central and local entities.", no_args_is_help=True)
@@ -326,8 +327,8 @@ def orders_review(
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from campflow.local_server import use_local_server
-    from campflow.schedules import api_url
+    from campflow.orchestration.local_server import use_local_server
+    from campflow.orchestration.schedules import api_url
 
     use_local_server()
 

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 import typer
 from rich.tree import Tree
 
-from campflow import db
 from campflow.cli.common import JSON_OPTION_HELP, console, escape, print_json, print_table
 from campflow.errors import CampflowError
-from campflow.operations import OperationView, load_tree, load_view
+from campflow.store import db
+from campflow.store.operations import OperationView, load_tree, load_view
 
 ops_app = typer.Typer(help="The operation tree and operations.", no_args_is_help=True)
 steps_app = typer.Typer(help="Steps of operations.", no_args_is_help=True)
@@ -119,7 +119,7 @@ def children(
 
     Example: campflow ops children SOLDES --as marie
     """
-    from campflow.collaboration import list_children
+    from campflow.store.access import list_children
 
     with db.session() as session:
         found = list_children(session, operation, as_)
@@ -148,7 +148,7 @@ def new(
 
     Example: campflow ops new SALON-LYON-2027 --from MODELE-SALON --label "Salon Lyon 2027"
     """
-    from campflow.apply import apply_documents, document_from_data, export_operation, spec_file_of
+    from campflow.specs.apply import apply_documents, document_from_data, export_operation, spec_file_of
 
     with db.session() as session:
         data = export_operation(session, template)
@@ -197,8 +197,8 @@ def load_template(
 
     Example: campflow steps load-template SALON-ERP-2026 --from MODELE-SALON/RELANCE --as S7
     """
-    from campflow.apply import apply_documents, document_from_data, export_operation, spec_file_of
-    from campflow.templating import copy_step_into
+    from campflow.render.templating import copy_step_into
+    from campflow.specs.apply import apply_documents, document_from_data, export_operation, spec_file_of
 
     source_op, _, source_step = source.partition("/")
     if not source_step:

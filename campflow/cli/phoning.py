@@ -19,9 +19,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from campflow import db
 from campflow.cli.common import console, escape
-from tasks.phoning import (
+from campflow.store import db
+from campflow.store.phoning import (
     CALLBACK,
     NO_ANSWER,
     Answered,

@@ -49,21 +49,21 @@ def run(
 
     Example: campflow run SALON-ERP-2026 --step S1 --dry-run;  campflow run SOLDES-LYON --as marie
     """
-    from campflow import db
-    from campflow.collaboration import require_operation_access
+    from campflow.store import db
+    from campflow.store.access import require_operation_access
 
     with db.session() as session:
         require_operation_access(session, operation, as_, "run")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # the funnel says what matters; Prefect's own log (tracebacks) goes to its API, and here with --debug
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if debug else "WARNING")
-    from campflow.local_server import use_local_server
+    from campflow.orchestration.local_server import use_local_server
 
     use_local_server()
     from sqlalchemy.exc import DBAPIError
 
-    from flows.run_failure import RunFailed
     from flows.run_operation import load_plan, run_operation
+    from tasks.run_failure import RunFailed
 
     if dry_run and not as_json:
         console.print(str(load_plan(operation)[0]), highlight=False)
@@ -117,7 +117,7 @@ def distribute(
     """
     from dataclasses import asdict
 
-    from flows.run_lock import RunLock
+    from campflow.store.run_lock import RunLock
     from flows.run_operation import load_plan, process_step
 
     _, op_id = load_plan(operation)

@@ -97,7 +97,7 @@ def deploy() -> None:
 
     Example: PREFECT_API_URL=http://server:4200/api campflow deploy
     """
-    from campflow import schedules
+    from campflow.orchestration import schedules
     from campflow.serving import PROJECT_DIR, WORK_POOL, prefect_bin, worker_env
 
     env = worker_env()
@@ -120,8 +120,7 @@ def sync(
 
     Example: campflow schedules sync --check
     """
-    from campflow import schedules
-
+    from campflow.orchestration import schedules
     _print_changes(schedules.sync(operations or None, check_only=check), as_json)
 
 
@@ -134,8 +133,7 @@ def show(
 
     Example: campflow schedules show SALON-ERP-2026
     """
-    from campflow import schedules
-
+    from campflow.orchestration import schedules
     wanted = schedules.wanted_schedules(operations or None)
     if as_json:
         print_json([{"operation": w.operation, "rrule": w.rrule, "timezone": w.timezone, "detail": w.reason}

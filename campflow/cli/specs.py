@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 import yaml
 
-from campflow import db
-from campflow.cli.common import console, escape, err_console
+from campflow.cli.common import console, err_console, escape
+from campflow.store import db
 
 
 def register(app: typer.Typer) -> None:
@@ -52,8 +52,7 @@ def stop() -> None:
     """
     import os
 
-    from campflow import local_server
-
+    from campflow.orchestration import local_server
     if os.environ.get("CAMPFLOW_DATABASE_URL"):
         console.print("CAMPFLOW_DATABASE_URL names a database: there is no embedded server to stop")
     elif db.stop_embedded():
@@ -76,12 +75,10 @@ def apply(
 
     Example: campflow apply examples/specs --check;  campflow apply soldes-lyon.yaml --as marie
     """
-    from campflow.apply import apply_path
-    from campflow.collaboration import OPERATOR_KEY
+    from campflow.specs.apply import apply_path
 
     with db.session() as session:
-        session.info[OPERATOR_KEY] = as_
-        results = apply_path(session, target, check_only=check)
+        results = apply_path(session, target, check_only=check, operator=as_)
     for r in results:
         colour = {"created": "green", "updated": "yellow", "unchanged": "dim", "checked": "cyan"}[r.outcome]
         console.print(f"[{colour}]{r.outcome:9}[/] {r.kind} {escape(r.code)}  [dim]{escape(r.place)}[/]")
@@ -90,7 +87,7 @@ def apply(
     if check:
         console.print(f"{len(results)} document(s) valid; nothing written (--check)")
         return
-    from campflow.schedules import after_apply
+    from campflow.orchestration.schedules import after_apply
 
     for level, line in after_apply([r.code for r in results if r.kind == "Operation"]):
         (err_console if level == "warning" else console).print(
@@ -108,8 +105,8 @@ def export(
 
     Example: campflow export SALON-ERP-2026 -o salon.yaml
     """
-    from campflow.apply import export_operation, paths_outside, relative_paths
-    from campflow.collaboration import require_operation_access
+    from campflow.specs.apply import export_operation, paths_outside, relative_paths
+    from campflow.store.access import require_operation_access
 
     with db.session() as session:
         require_operation_access(session, operation, as_, "read")

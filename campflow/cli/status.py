@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from campflow import db
 from campflow.cli.common import JSON_OPTION_HELP, console, escape, print_json
+from campflow.store import db
 
 status_app = typer.Typer(help="Statuses of parties and contacts in steps.", no_args_is_help=True)
 answers_app = typer.Typer(help="Answers to the questionnaires of steps (call sheets).",
@@ -44,7 +44,7 @@ def set_(
 
     Example: campflow status set SALON-ERP-2026 S2 P001 to_process --callback-at "2026-03-12 14:30"
     """
-    from tasks.answers import set_status
+    from campflow.store.answers import set_status
 
     with db.session() as session:
         result = set_status(session, operation, step, party, status, contact_code=contact,
@@ -83,7 +83,7 @@ def import_(
 
     Example: campflow answers import SALON-ERP-2026 S2 appels-S2.xlsx --report rejets.csv
     """
-    from tasks.answers import import_answers
+    from campflow.store.answers import import_answers
 
     with db.session() as session:
         result = import_answers(session, operation, step, file, skip_bad_rows=skip_bad_rows,

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from campflow import db
 from campflow.cli.common import JSON_OPTION_HELP, console, print_json, print_table
+from campflow.store import db
 
 parties_app = typer.Typer(help="Third parties (clients, prospects, suppliers…).", no_args_is_help=True)
 contacts_app = typer.Typer(help="Contacts of parties.", no_args_is_help=True)
@@ -46,7 +46,7 @@ def import_parties(
 
     Example: campflow parties import examples/data/parties.csv
     """
-    from tasks.imports import import_parties as run
+    from campflow.store.imports import import_parties as run
 
     with db.session() as session:
         result = run(session, file, skip_bad_rows=skip_bad_rows, show_progress=not quiet, report=report)
@@ -69,7 +69,7 @@ def import_contacts(
 
     Example: campflow contacts import examples/data/contacts.csv
     """
-    from tasks.imports import import_contacts as run
+    from campflow.store.imports import import_contacts as run
 
     with db.session() as session:
         result = run(session, file, skip_bad_rows=skip_bad_rows, show_progress=not quiet, report=report)
@@ -107,7 +107,7 @@ def import_targets(
 
     Example: campflow targets import SALON-ERP-2026 examples/data/targets.xlsx
     """
-    from tasks.targeting import import_targets as run
+    from campflow.store.targeting import import_targets as run
 
     with db.session() as session:
         result = run(session, operation, file, skip_bad_rows=skip_bad_rows, show_progress=not quiet,
@@ -127,7 +127,7 @@ def from_step(
 
     Example: campflow targets from-step SALON-ERP-2026 --source SALON-ERP-2025/S6 --processed-only
     """
-    from tasks.targeting import targets_from_step
+    from campflow.store.targeting import targets_from_step
 
     with db.session() as session:
         result = targets_from_step(session, operation, source, processed_only=processed_only)
@@ -147,7 +147,7 @@ def add(
 
     Example: campflow targets add SALON-ERP-2026 --where "CP matches '69*' and T2.FONCTION = DIRECTION"
     """
-    from tasks.targeting import targets_add_where
+    from campflow.store.targeting import targets_add_where
 
     with db.session() as session:
         result = targets_add_where(session, operation, where)
@@ -167,7 +167,7 @@ def list_(
 
     Example: campflow targets list SALON-ERP-2026 --step S2 --status to_process --sort city
     """
-    from tasks.targeting import list_targets
+    from campflow.store.targeting import list_targets
 
     with db.session() as session:
         columns, rows, total = list_targets(session, operation, step=step, status=status, sort=sort,

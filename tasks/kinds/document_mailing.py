@@ -2,7 +2,7 @@
 
 The template's merge fields map to campflow fields (`TABLE__FIELD` names, or the template's
 own names through `document.fields`); one SELECT over the claimed parties yields every value
-(`tasks.records.RecordQuery`: a contact field shows the party's first targeted contact). The
+(`campflow.store.records.RecordQuery`: a contact field shows the party's first targeted contact). The
 rows stream through a server-side cursor into one merged `.docx`, a section (new page) per
 party; with `per_party: true` each party also gets its own `.docx`, named after its code.
 Everything is written under a temporary folder and renamed into the run folder at the end,
@@ -24,12 +24,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from blocks.storage import publish
-from campflow.catalog import load_field_catalog
+from campflow.core.fields import FieldRef, split_default
+from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
 from campflow.errors import CampflowError, Problem, SpecError
 from campflow.paths import PathRefused, read_stored
-from flows.fields import FieldRef, split_default
-from tasks.mail import DEFAULT_EXAMPLE, EmptyField, is_empty
-from tasks.records import (
+from campflow.render.mail import DEFAULT_EXAMPLE, EmptyField, is_empty
+from campflow.render.wordmerge import TemplateError, WordTemplate, check_template, map_fields
+from campflow.store.catalog import load_field_catalog
+from campflow.store.records import (
     FieldColumn,
     RecordQuery,
     claim_parties,
@@ -37,8 +39,6 @@ from tasks.records import (
     question_ids,
     resolve_fields,
 )
-from tasks.registry import StepContext, StepKind, StepOutcome, register
-from tasks.wordmerge import TemplateError, WordTemplate, map_fields
 
 FETCH_ROWS = 1_000  # rows per round trip of the server-side cursor
 FIX = "nothing was merged; fix the step's document settings or its template and apply it again"
@@ -122,9 +122,10 @@ def plan_merge(session: Session, ctx: StepContext) -> MergePlan:
 def run(session: Session, ctx: StepContext) -> StepOutcome:
     """Merge the step's `to_process` parties into Word documents, then mark them `ok_continue`."""
     plan = plan_merge(session, ctx)
-    if not claim_parties(session, ctx.step_id):
+    claim = claim_parties(session, ctx.step_id)
+    if not claim:
         return StepOutcome(message="no party to process")
-    query = RecordQuery(ctx, question_ids(session, plan.columns)).select((PARTY_CODE, *plan.columns))
+    query = RecordQuery(ctx, question_ids(session, plan.columns, claim.orders)).select((PARTY_CODE, *plan.columns))
     result = session.execute(query.execution_options(yield_per=FETCH_ROWS, stream_results=True))
     stem = f"{ctx.operation_code}-{ctx.step_code}"
     per_party = bool((ctx.settings.get("document") or {}).get("per_party"))
@@ -211,5 +212,18 @@ def file_name(code: str, used: set[str]) -> str:
     return name
 
 
+def check_document(step: Any, loc: tuple, checker: Any) -> None:
+    """Apply-time checks of `document:` (document_mailing, faxing): the Word template inside the
+    spec's folder and its merge fields, the fields it maps (`checker`: OperationCheck)."""
+    document = step.document
+    path = checker.allowed_file(document.template, loc + ("document", "template"), "template")
+    if path is not None:
+        for message in check_template(path, document.fields, checker.catalog):
+            checker.problem(loc + ("document", "template"), message)
+    for name, target in document.fields.items():
+        checker.check_field(split_default(target)[0], loc + ("document", "fields", name))
+    checker.warn_document_fields(step, path, loc)
+
+
 register(StepKind(name="document_mailing", run=run, automated=True, retries=2,
-                  retry_delay_seconds=5))
+                  retry_delay_seconds=5, settings={"document": check_document}))

@@ -2,7 +2,7 @@
 
 One streamed SELECT yields a row per recipient (the party's own address, or each of its
 contacts with one of the step's functions) with a value per field the templates read. Rows
-go in batches: built (tasks.mail), claimed in the outbox, sent, settled (tasks.outbox), so a
+go in batches: built (campflow.render.mail), claimed in the outbox, sent, settled (campflow.store.outbox), so a
 message is never sent twice whatever crashes or retries. At the end the parties and contacts
 take their messages' outcome in one UPDATE each.
 
@@ -33,9 +33,10 @@ from blocks.channels import (
     SmtpSender,
     load_channel,
 )
+from blocks.lookup import default_blocks_available
+from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
 from campflow.errors import CampflowError
-from models import Contact, Operation, OperationTargetContact, Party
-from tasks.mail import (
+from campflow.render.mail import (
     EmptyField,
     MessageTemplate,
     Recipient,
@@ -44,10 +45,19 @@ from tasks.mail import (
     compile_message,
     message_filename,
 )
-from tasks.outbox import PENDING, OutboxWriter, remember, settle_statuses, start_run
-from tasks.records import CLAIMED, FieldColumn, RecordQuery, batches, claim_parties, question_ids, resolve_fields
-from tasks.registry import StepContext, StepKind, StepOutcome, in_prefect_run, register
-from tasks.sending import Pending, SendWindow
+from campflow.store.outbox import PENDING, OutboxWriter, remember, settle_statuses, start_run
+from campflow.store.records import (
+    CLAIMED,
+    Claim,
+    FieldColumn,
+    RecordQuery,
+    batches,
+    claim_parties,
+    question_ids,
+    resolve_fields,
+)
+from campflow.store.sending import Pending, SendWindow
+from models import Contact, Operation, OperationTargetContact, Party
 
 BATCH = 500  # messages claimed, sent and settled together
 FETCH_ROWS = 2_000  # rows per round trip of the server-side cursor
@@ -73,7 +83,8 @@ def send_step(session: Session, ctx: StepContext, channel: Channel | None = None
     functions = contact_functions(email, place)
     columns = resolve_fields(session, message.references, place, "field",
                              "nothing was sent; fix the step's templates and apply it again")
-    if not claim_parties(session, ctx.step_id):
+    claim = claim_parties(session, ctx.step_id)
+    if not claim:
         return StepOutcome(message="no party to process")
     note = ""
     if channel is None:
@@ -85,7 +96,7 @@ def send_step(session: Session, ctx: StepContext, channel: Channel | None = None
         attach = bool(session.scalar(select(Operation.attach_messages_to_events)
                                      .where(Operation.id == ctx.operation_id)))
         step_run = StepRun(session, ctx, message, columns, functions, sender, channel.sender,
-                           messages_dir if attach and not sender.writes_files else None)
+                           messages_dir if attach and not sender.writes_files else None, claim)
         step_run.send_all()
     except ChannelError as exc:
         # the run's error adds what was sent and what waits, counted over all the step's attempts
@@ -95,6 +106,21 @@ def send_step(session: Session, ctx: StepContext, channel: Channel | None = None
     counts = settle_statuses(session, ctx.step_id, ctx.operation_code, functions)
     return StepOutcome(processed=sum(counts.values()), statuses=counts, outputs=step_run.outputs(messages_dir),
                        message=step_run.summary(sender.label, note))
+
+
+def check_email(step: Any, loc: tuple, checker: Any) -> None:
+    """Apply-time checks of `email:`: fields of the subject and inline bodies, template files,
+    attachments inside the spec's folder (`checker`: campflow.specs.checks.OperationCheck)."""
+    email = step.email
+    checker.check_fields_in(email.subject, "html", loc + ("email", "subject"))
+    for name in ("html", "text"):
+        if getattr(email, name) is not None:
+            checker.check_fields_in(getattr(email, name), "html", loc + ("email", name))
+    for name in ("body", "text_body"):
+        if getattr(email, name) is not None:
+            checker.check_template_file(getattr(email, name), loc + ("email", name), email.encoding)
+    for i, attachment in enumerate(email.attachments):
+        checker.allowed_file(attachment, loc + ("email", "attachments", i), "attachment")
 
 
 def render_all(session: Session, ctx: StepContext, sender: str = "campflow <campflow@localhost>") -> list[Outgoing]:
@@ -107,9 +133,11 @@ def render_all(session: Session, ctx: StepContext, sender: str = "campflow <camp
     message = compile_message(ctx.settings["email"], place)
     functions = contact_functions(ctx.settings["email"], place)
     columns = resolve_fields(session, message.references, place)
-    if not claim_parties(session, ctx.step_id):
+    claim = claim_parties(session, ctx.step_id)
+    if not claim:
         return []
-    step_run = StepRun(session, ctx, message, columns, functions, FileSender(ctx.output_dir, "preview"), sender, None)
+    step_run = StepRun(session, ctx, message, columns, functions, FileSender(ctx.output_dir, "preview"), sender, None,
+                       claim)
     messages: list[Outgoing] = []
     with step_run.recipients() as result:
         for rows in batches(result, BATCH):
@@ -140,7 +168,7 @@ def choose_channel(ctx: StepContext, email: dict[str, Any], place: str) -> tuple
                                 f"{named} …` saves one")
         return found, ""
     default = DEFAULT_CHANNELS.get(ctx.kind, "emailing")
-    found = load_channel(default) if in_prefect_run() else None
+    found = load_channel(default) if default_blocks_available() else None
     if found is not None:
         return found, ""
     return FileChannel(), (f"no channel block '{default}': messages written as .eml files, not sent "
@@ -149,7 +177,7 @@ def choose_channel(ctx: StepContext, email: dict[str, Any], place: str) -> tuple
 
 
 def _logger() -> Any:
-    if in_prefect_run():
+    if default_blocks_available():  # a run logger exists only in a run
         from prefect import get_run_logger
 
         return get_run_logger()
@@ -212,8 +240,10 @@ class StepRun:
 
     def __init__(self, session: Session, ctx: StepContext, message: MessageTemplate,
                  columns: Sequence[FieldColumn], functions: Sequence[str] | None,
-                 sender: SmtpSender | FileSender, sender_text: str, copies_dir: Path | None) -> None:
+                 sender: SmtpSender | FileSender, sender_text: str, copies_dir: Path | None,
+                 claim: Claim) -> None:
         self.session = session
+        self.claim = claim
         self.ctx = ctx
         self.message = message
         self.columns = columns
@@ -256,7 +286,7 @@ class StepRun:
 
     def recipients(self) -> Any:
         """The streamed rows: one per recipient, fixed columns then the field values."""
-        query = RecipientQuery(self.ctx, question_ids(self.session, self.columns), self.functions)
+        query = RecipientQuery(self.ctx, question_ids(self.session, self.columns, self.claim.orders), self.functions)
         statement = query.select_recipients(self.columns)
         return self.session.execute(statement.execution_options(yield_per=FETCH_ROWS, stream_results=True))
 
@@ -358,4 +388,5 @@ class StepRun:
 
 for _name in ("emailing", "mass_emailing"):
     # a server down fails the step task: Prefect retries it, then it fails; nothing is sent twice
-    register(StepKind(name=_name, run=run, automated=True, retries=2, retry_delay_seconds=10))
+    register(StepKind(name=_name, run=run, automated=True, retries=2, retry_delay_seconds=10,
+                      settings={"email": check_email}))

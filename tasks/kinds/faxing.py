@@ -2,7 +2,7 @@
 
 The gateway is e-mail-to-fax (blocks/fax.py): the fax is an e-mail to `<number>@<domain>`
 with the party's document attached, sent through one of the SMTP (or file) channels. The
-document is the step's `document:` merged for that party alone (tasks/wordmerge.py), the
+document is the step's `document:` merged for that party alone (campflow/render/wordmerge.py), the
 same merge as a `document_mailing` step. Numbers are normalised to E.164 with the gateway's
 default country; a missing or invalid number gives the party `failed` with the reason.
 Sending goes through the outbox like e-mails do: a fax is never sent twice.
@@ -22,15 +22,15 @@ from sqlalchemy.orm import Session
 
 from blocks.channels import Channel, ChannelError, FileChannel, Outgoing, load_channel
 from blocks.fax import FaxGateway
+from campflow.core.fields import FieldRef
+from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
 from campflow.errors import CampflowError
-from flows.fields import FieldRef
+from campflow.render.mail import EmptyField, message_filename, sender_header
+from campflow.render.wordmerge import merge_document
+from campflow.store.outbox import PENDING, OutboxWriter, remember, settle_statuses, start_run
+from campflow.store.records import FieldColumn, RecordQuery, batches, claim_parties, question_ids
+from campflow.store.sending import Pending, SendWindow
 from tasks.kinds.document_mailing import MergePlan, plan_merge
-from tasks.mail import EmptyField, message_filename, sender_header
-from tasks.outbox import PENDING, OutboxWriter, remember, settle_statuses, start_run
-from tasks.records import FieldColumn, RecordQuery, batches, claim_parties, question_ids
-from tasks.registry import StepContext, StepKind, StepOutcome, register
-from tasks.sending import Pending, SendWindow
-from tasks.wordmerge import merge_document
 
 DEFAULT_GATEWAY = "fax"  # the block a faxing step uses when its `document.channel` names none
 BATCH = 50  # faxes merged, claimed, sent and settled together (each carries a document)
@@ -64,7 +64,8 @@ def run(session: Session, ctx: StepContext) -> StepOutcome:
     document = ctx.settings.get("document") or {}
     gateway, channel = load_gateway(document.get("channel") or DEFAULT_GATEWAY, place)
     plan = plan_merge(session, ctx)
-    if not claim_parties(session, ctx.step_id):
+    claim = claim_parties(session, ctx.step_id)
+    if not claim:
         return StepOutcome(message="no party to process")
     messages_dir = ctx.output_dir / "faxes"
     sender = channel.open_sender(messages_dir) if isinstance(channel, FileChannel) else channel.open_sender()
@@ -74,7 +75,7 @@ def run(session: Session, ctx: StepContext) -> StepOutcome:
         sender.check()
         start_run(session)
         faxes = FaxRun(ctx, plan, gateway, channel.sender)
-        query = RecordQuery(ctx, question_ids(session, plan.columns)).select((*FIXED, *plan.columns))
+        query = RecordQuery(ctx, question_ids(session, plan.columns, claim.orders)).select((*FIXED, *plan.columns))
         result = session.execute(query.execution_options(yield_per=FETCH_ROWS, stream_results=True))
         window = SendWindow(outbox, sender, backlog=BATCH)  # a few faxes claimed at a time
         with result:

@@ -31,11 +31,11 @@ from sqlalchemy import and_, exists, join, or_, select
 from sqlalchemy.orm import Session
 
 from blocks.storage import publish
+from campflow.core.fields import FieldRef
+from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
 from campflow.errors import CampflowError
-from flows.fields import FieldRef
+from campflow.store.records import CLAIMED, FieldColumn, RecordQuery, claim_parties, mark_processed
 from models import Contact, Party, StepTargetContact
-from tasks.records import CLAIMED, FieldColumn, RecordQuery, claim_parties, mark_processed
-from tasks.registry import StepContext, StepKind, StepOutcome, register
 
 PAGE_WIDTH_MM, PAGE_HEIGHT_MM = 210.0, 297.0  # A4
 TWIPS_PER_MM = 1440 / 25.4
@@ -411,4 +411,11 @@ def write_pdf(out: Any, sheet: LabelSheet, labels: Iterable[Sequence[str]]) -> i
 WRITERS = {"docx": write_docx, "pdf": write_pdf}
 
 
-register(StepKind(name="label_mailing", run=run, automated=True, retries=2, retry_delay_seconds=5))
+def check_label_settings(step: Any, loc: tuple, checker: Any) -> None:
+    """Apply-time checks of `labels:`: a sheet layout that fits (`checker`: OperationCheck)."""
+    for key, message in check_labels(step.labels.model_dump()):
+        checker.problem(loc + (("labels", key) if key else ("labels",)), message)
+
+
+register(StepKind(name="label_mailing", run=run, automated=True, retries=2, retry_delay_seconds=5,
+                  settings={"labels": check_label_settings}))

@@ -1,6 +1,6 @@
 """`local_approval`: local entities approve their part of the target (SPEC section 9).
 
-First run: the step's parties are split with the distribution (`tasks.local_approval`), each
+First run: the step's parties are split with the distribution (`campflow.store.approvals`), each
 entity gets its list as an `.xlsx` (a row per contact, a KEEP column to answer in) by e-mail with the deadline
 and the three ways to answer; the parties wait (`to_process`). Later runs send the reminders
 due, move approved lists on (`ok_continue`, removed parties `excluded`, removed contacts taken off the
@@ -27,11 +27,11 @@ from openpyxl.worksheet.datavalidation import DataValidation
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from campflow.errors import CampflowError
-from campflow.notify import notify
-from tasks.kinds.spreadsheet_export import FETCH_ROWS, cell_value, saved_atomically
-from tasks import local_approval as approvals
-from tasks.local_approval import (
+from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
+from campflow.errors import CampflowError, closest
+from campflow.network.notify import notify
+from campflow.store import approvals
+from campflow.store.approvals import (
     ApprovalStep,
     EntityList,
     assign_split,
@@ -43,8 +43,8 @@ from tasks.local_approval import (
     settle,
     split_claimed,
 )
-from tasks.records import claim_parties, mark_processed
-from tasks.registry import StepContext, StepKind, StepOutcome, register
+from campflow.store.records import claim_parties, mark_processed
+from tasks.kinds.spreadsheet_export import FETCH_ROWS, cell_value, saved_atomically
 
 LIST_HEADER = ("TIERS", "NOM", "CONTACT", "NOM DU CONTACT", "FONCTION", "ADRESSE", "CP", "VILLE", "EMAIL", "TEL",
                "KEEP")
@@ -318,5 +318,15 @@ No answer is needed.
 """
 
 
+def check_local_approval(step: Any, loc: tuple, checker: Any) -> None:
+    """Apply-time checks of `local_approval:`: a known distribution."""
+    approval = step.local_approval
+    known = checker.known.distributions
+    if approval.distribution not in known:
+        checker.problem(loc + ("local_approval", "distribution"), f"unknown distribution {approval.distribution}"
+                        f"{closest(approval.distribution, known)}")
+
+
 register(StepKind(name="local_approval", run=run, automated=False,
-                  waits_for="their local entity's approval (campflow approvals)"))
+                  waits_for="their local entity's approval (campflow approvals)",
+                  settings={"local_approval": check_local_approval}))

@@ -26,11 +26,12 @@ from openpyxl.worksheet.datavalidation import DataValidation
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from campflow.sheets import fold_header
-from tasks.answers import SHEET_COLUMNS
+from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
+from campflow.errors import closest
+from campflow.render.sheets import fold_header
+from campflow.store.answers import SHEET_COLUMNS
+from campflow.store.phoning import CALLS_SQL, Answered, CallQuestion, PhoningStep, add_contact_rows, phoning_step
 from tasks.kinds.spreadsheet_export import FETCH_ROWS, cell_value, saved_atomically
-from tasks.phoning import CALLS_SQL, Answered, CallQuestion, PhoningStep, add_contact_rows, phoning_step
-from tasks.registry import StepContext, StepKind, StepOutcome, register
 
 SHEET_TITLE = "Appels"
 LISTS_TITLE = "Listes"  # hidden sheet holding the drop-down values
@@ -214,5 +215,12 @@ def _drop_downs(book: Workbook, sheet: Any, columns: Sequence[SheetColumn], rows
         values.append([cell_value(v[index]) if index < len(v) else None for v in lists])
 
 
-register(StepKind(name="phoning", run=run, automated=False))
-register(StepKind(name="phoning_contact", run=run, automated=False))
+def check(step: Any, loc: tuple, checker: Any) -> None:
+    """A call always follows a questionnaire (Divalto): the phoning screen and call sheet ask it."""
+    if not step.questionnaire:
+        checker.problem(loc, f"step {step.code}: a {step.kind} step needs `questionnaire:` (the questions "
+                        f"its calls ask); add questionnaire: CODE{closest('', checker.known.questionnaires)}")
+
+
+register(StepKind(name="phoning", run=run, automated=False, check=check))
+register(StepKind(name="phoning_contact", run=run, automated=False, check=check))

@@ -3,7 +3,7 @@
 One SELECT yields every column; it streams through a server-side cursor into an openpyxl
 write-only workbook (rows go to a temporary file, strings are written inline), so memory
 does not grow with the number of parties. Past Excel's row limit the rows go on to a new
-sheet with the header again. The parties are claimed first (`tasks.records`): the export
+sheet with the header again. The parties are claimed first (`campflow.store.records`): the export
 and the status update cover exactly the same parties.
 
 Text cells that a spreadsheet could take for a formula (`=`, `+`, `-`, `@`, TAB, CR first)
@@ -24,8 +24,9 @@ from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from sqlalchemy.orm import Session
 
+from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
 from campflow.errors import CampflowError
-from tasks.records import (
+from campflow.store.records import (
     FieldColumn,
     RecordQuery,
     claim_parties,
@@ -33,7 +34,6 @@ from tasks.records import (
     question_ids,
     resolve_fields,
 )
-from tasks.registry import StepContext, StepKind, StepOutcome, register
 
 ROWS_PER_SHEET = 1_048_575  # Excel's 1,048,576 rows minus the header; tests patch it small
 SHEET_TITLE = "Export"
@@ -45,10 +45,11 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 def run(session: Session, ctx: StepContext) -> StepOutcome:
     """Write the step's `to_process` parties to a workbook, then mark them `ok_continue`."""
     columns = resolve_columns(session, ctx)
-    if not claim_parties(session, ctx.step_id):
+    claim = claim_parties(session, ctx.step_id)
+    if not claim:
         return StepOutcome(message="no party to process")
     path = ctx.output_dir / f"{ctx.operation_code}-{ctx.step_code}.xlsx"
-    query = RecordQuery(ctx, question_ids(session, columns)).select(columns)
+    query = RecordQuery(ctx, question_ids(session, columns, claim.orders)).select(columns)
     result = session.execute(query.execution_options(yield_per=FETCH_ROWS, stream_results=True))
     with result:
         written = write_workbook(path, [c.text for c in columns], result)
@@ -149,5 +150,11 @@ def cell_value(value: Any) -> Any:
     return value[:MAX_CELL_TEXT]
 
 
+def check_columns(step: Any, loc: tuple, checker: Any) -> None:
+    """Apply-time checks of `columns:` (exports, call sheets, approval lists): known fields."""
+    for i, column in enumerate(step.columns):
+        checker.check_field(column, loc + ("columns", i))
+
+
 register(StepKind(name="spreadsheet_export", run=run, automated=True, retries=2,
-                  retry_delay_seconds=5))
+                  retry_delay_seconds=5, settings={"columns": check_columns}))
