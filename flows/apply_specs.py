@@ -8,9 +8,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from campflow.orchestration.schedules import after_apply
+from campflow.paths import input_path
 from campflow.specs.apply import Applied, apply_path
 from campflow.store import db
-from flows.inputs import input_path
 
 OUTCOMES = ("created", "updated", "unchanged", "checked")
 

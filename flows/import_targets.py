@@ -7,9 +7,9 @@ from dataclasses import asdict
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from campflow.paths import input_path, output_path
 from campflow.store import db
 from campflow.store.targeting import import_targets as run
-from flows.inputs import input_path, output_path
 from flows.run_operation import artifact_key
 
 LABELS = {"rows": "rows in the file", "parties_added": "parties targeted", "contacts_added": "contacts targeted",
