@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo demo-network test install clean
+.PHONY: demo demo-network test lint install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo-network: $(STAMP)
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# the layers point one way (.importlinter, docs/architecture.md) and the code is clean
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
 
 clean:
 	-[ -x $(BIN)/campflow ] && env -u CAMPFLOW_DATABASE_URL $(BIN)/campflow db stop

@@ -303,13 +303,14 @@ class TestOutputFolders:
                                                                   channels, smtp, monkeypatch):
         """Two entry steps of one run, started in the same second: each event's message is its step's."""
         import flows.run_operation as module
+        import tasks.steps as steps  # the step task names its output folder
 
         monkeypatch.setenv("CAMPFLOW_OUTPUT_DIR", str(tmp_path / "out"))
         setup_operation(cli, tmp_path, body="confirm.j2", extra="")
         (tmp_path / "specs" / "op.yaml").write_text(TWO_STEPS, encoding="utf-8")
         assert cli("apply", tmp_path / "specs").code == 0
         add_smtp(cli, "emailing", smtp.port)
-        monkeypatch.setattr(module, "dt", types.SimpleNamespace(datetime=FrozenClock, timezone=dt.timezone,
+        monkeypatch.setattr(steps, "dt", types.SimpleNamespace(datetime=FrozenClock, timezone=dt.timezone,
                                                                   timedelta=dt.timedelta, date=dt.date))
         state = module.run_operation("MAIL", return_state=True)
         reports = {r["code"]: r for r in state.result()}

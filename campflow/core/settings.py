@@ -9,7 +9,6 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from campflow.core.kinds import kind_names
 
@@ -37,14 +36,14 @@ STEP_KINDS = (
 
 
 def registered_kind(value: str) -> str:
-    """`value` when a kind of that name is registered (campflow.core.kinds), else the error a
+    """`value` when a kind of that name is registered (campflow.core.kinds), else the message a
     Literal of the names gives."""
     names = kind_names()
     if value not in names:
         ordered = sorted(names, key=lambda n: (STEP_KINDS.index(n) if n in STEP_KINDS else len(STEP_KINDS), n))
         expected = ", ".join(repr(n) for n in ordered[:-1]) + f" or {ordered[-1]!r}" if len(ordered) > 1 else \
             repr(ordered[0]) if ordered else "a registered step kind"
-        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        raise ValueError(f"Input should be {expected}")
     return value
 
 
