@@ -5,15 +5,21 @@ Three setups share these pieces:
 - one server: the same two as services, the UI on 127.0.0.1:4200;
 - several machines: `campflow deploy` once (prefect.yaml on the `campflow` process work pool),
   then `campflow worker` on each machine.
+
+prefect.yaml is the one definition of the deployments: `prefect deploy` reads it, and `campflow
+serve` builds its deployments from it (`definitions()`, `deployments()`).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -22,9 +28,8 @@ from campflow.orchestration.local_server import prefect_bin  # noqa: F401  (used
 from campflow.store import db
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-WORK_POOL = "campflow"
-DEPLOYMENT_NAME = "campflow"
-SYNC_EVERY_SECONDS = 900  # sync-schedules also runs on its own, to repair what a redeploy reset
+PREFECT_YAML = PROJECT_DIR / "prefect.yaml"
+WORK_POOL = "campflow"  # the work pool prefect.yaml's deployments use; `campflow deploy` creates it
 PREFECT_DATABASE = "prefect"
 
 
@@ -93,23 +98,68 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def deployments() -> list[Any]:
-    """The eight deployments `campflow serve` runs in one process (same names as prefect.yaml)."""
-    from prefect.schedules import Interval
+@dataclass(frozen=True)
+class Definition:
+    """One deployment of prefect.yaml, as both `prefect deploy` and `campflow serve` use it."""
 
-    from flows.apply_specs import apply_specs
-    from flows.import_answers import import_answers
-    from flows.import_targets import import_targets
-    from flows.local_approval import local_approval
-    from flows.network import approve_order, publish_package
-    from flows.run_operation import run_operation
-    from flows.sync_schedules import sync_schedules
+    name: str
+    entrypoint: str  # flows/run_operation.py:run_operation
+    description: str
+    tags: tuple[str, ...]
+    parameters: dict[str, Any]
+    schedules: tuple[dict[str, Any], ...]  # empty: the deployment's schedules are left as they are
+    work_pool: str
+    work_queue: str
 
-    plain = [flow.to_deployment(name=DEPLOYMENT_NAME, tags=["campflow"])
-             for flow in (run_operation, apply_specs, import_targets, import_answers,
-                          publish_package, approve_order, local_approval)]
-    every = Interval(SYNC_EVERY_SECONDS, slug="campflow-sync")
-    return plain + [sync_schedules.to_deployment(name=DEPLOYMENT_NAME, tags=["campflow"], schedules=[every])]
+    def load_flow(self) -> Any:
+        """The flow the entrypoint names, imported as a module of this project."""
+        path, _, attribute = self.entrypoint.partition(":")
+        return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), attribute)
+
+
+def definitions(path: Path = PREFECT_YAML) -> list[Definition]:
+    """The deployments prefect.yaml defines, in its order."""
+    found = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return [Definition(
+        name=entry["name"], entrypoint=entry["entrypoint"], description=entry.get("description") or "",
+        tags=tuple(entry.get("tags") or ()), parameters=dict(entry.get("parameters") or {}),
+        schedules=tuple(entry.get("schedules") or ()), work_pool=entry["work_pool"]["name"],
+        work_queue=entry["work_pool"].get("work_queue_name") or "default")
+        for entry in found["deployments"]]
+
+
+def deployments(path: Path = PREFECT_YAML) -> list[Any]:
+    """prefect.yaml's deployments for `campflow serve`: same names, descriptions, tags,
+    parameters and schedules, run in the serving process instead of a work pool.
+
+    A deployment with no schedules in the file sends none, as `prefect deploy` does, so the
+    server keeps the ones it has: the operations' schedules on run-operation (a deployment
+    registered with an empty list loses all its schedules when one of them has no slug). One with
+    schedules sends them by slug: the server updates those and keeps the others.
+    """
+    built = []
+    for definition in definitions(path):
+        deployment = definition.load_flow().to_deployment(
+            name=definition.name, description=definition.description, tags=list(definition.tags),
+            parameters=definition.parameters, schedules=[_schedule(s) for s in definition.schedules])
+        if not definition.schedules:
+            deployment.model_fields_set.discard("schedules")  # not sent: the server's stay
+        built.append(deployment)
+    return built
+
+
+def _schedule(config: dict[str, Any]) -> Any:
+    """A prefect.yaml schedule (interval, cron or rrule, with slug, timezone, active, parameters)."""
+    from prefect.schedules import Cron, Interval, RRule
+
+    kinds = {"interval": Interval, "cron": Cron, "rrule": RRule}
+    allowed = set(kinds) | {"slug", "timezone", "active", "parameters"}
+    given = [kind for kind in kinds if kind in config]
+    if len(given) != 1 or set(config) - allowed:
+        raise CampflowError(f"prefect.yaml: a schedule needs one of {sorted(kinds)} and only "
+                            f"{sorted(allowed - set(kinds))} beside it; got {config!r}")
+    return kinds[given[0]](config[given[0]], timezone=config.get("timezone"), active=config.get("active", True),
+                           parameters=config.get("parameters") or {}, slug=config.get("slug"))
 
 
 def serve(limit: int | None = None, on_ready: Callable[[str, list[Any]], None] | None = None) -> None:
@@ -128,8 +178,8 @@ def serve(limit: int | None = None, on_ready: Callable[[str, list[Any]], None] |
     with temporary_settings(updates={PREFECT_API_URL: url}):
         runner = Runner(name="campflow-serve", pause_on_shutdown=False, limit=limit)
         for deployment in deployments():
-            runner.add_deployment(deployment)  # registering resets its schedules, so sync after
-        changes = sync()
+            runner.add_deployment(deployment)  # leaves the operations' schedules in place
+        changes = sync()  # creates them on a new server, and catches up with changes made meanwhile
         if on_ready:
             on_ready(url, changes)
         asyncio.run(runner.start())
