@@ -11,8 +11,8 @@ import subprocess
 import pytest
 import yaml
 
-from campflow import schedules
 from campflow.errors import CampflowError
+from campflow.orchestration import schedules
 from campflow.serving import PREFECT_YAML, PROJECT_DIR, WORK_POOL, _schedule, definitions, deployments, prefect_bin
 from tests.served import base_env
 from tests.test_served import DEPLOYMENTS
