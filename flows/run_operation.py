@@ -1,4 +1,4 @@
-"""The `run-operation` flow: one task run per step (`tasks.steps.run_step`), wired as the
+"""The `run-operation` flow: one task run per step, of its kind's task (`tasks.steps.kind_task`), wired as the
 operation's DAG. The flow compiles the operation's plan once, holds the run lock, and passes
 both to each step task as parameters."""
 
@@ -19,7 +19,7 @@ from campflow.store import db
 from campflow.store.run_lock import RunLock
 from tasks.retries import error_of, may_heal
 from tasks.run_failure import run_failure
-from tasks.steps import StepReport, artifact_key, load_plan, run_step
+from tasks.steps import StepReport, artifact_key, kind_task, load_plan
 
 # names the CLI, the other flows and scripts import from here
 __all__ = ["artifact_key", "funnel_markdown", "load_plan", "process_step", "run_operation"]
@@ -73,9 +73,8 @@ def _run_steps(plan: OperationPlan, op_id: int, operation: str, only: list[str] 
             continue
         kind = step_kind(step.kind)
         name = f"{step.code} {step.kind}"
-        options = run_step.with_options(name=name, task_run_name=name, tags=[operation, step.kind],
-                                        retries=kind.retries, retry_delay_seconds=kind.retry_delay_seconds,
-                                        retry_condition_fn=retry_while_locked)
+        options = kind_task(kind).with_options(task_run_name=name, tags=[operation, step.kind],
+                                               retry_condition_fn=retry_while_locked)
         futures[step.code] = options.submit(operation, step.code, step.kind, dry_run, scheduled, resend_unknown,
                                             plan=plan, op_id=op_id, check_lock=lock.check,
                                             wait_for=[futures[s] for s in step.sources if s in futures])

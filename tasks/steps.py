@@ -194,3 +194,12 @@ def _step_artifacts(operation: str, report: StepReport) -> None:
               for r in report.routes]
     create_table_artifact(key=artifact_key(operation, report.code), table=table or [{"status": "none"}],
                           description=f"{report.code} {report.kind}: {report.state} {report.reason}")
+
+
+def kind_task(kind: StepKind) -> Any:
+    """The Prefect task of a step kind: the step task under the kind's name, with the kind's retries.
+
+    Each step of an operation is a task run of its kind's task (`S1 emailing`), so the UI and the
+    API group step runs by kind.
+    """
+    return run_step.with_options(name=kind.name, retries=kind.retries, retry_delay_seconds=kind.retry_delay_seconds)
