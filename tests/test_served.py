@@ -469,6 +469,40 @@ class TestNetwork:
         assert failed.state.message == "The flow was paused and never resumed."
         assert rows("select status from package_order where id = :id", id=order_id) == [("pending",)]
 
+    def test_a_list_answered_through_the_resume_form_after_a_refusal(self, on_server, cli, tmp_path, output_dir):
+        """local-approval from its deployment: suspended, a refused answer, then NANTES's own."""
+        from flows.run_operation import process_step
+        from tests.test_local_approval import CONTACTS, NETWORK, OPERATION, PARTIES, approvals, removed_flags
+
+        # the served process reads the real clock: the lists' deadline is moved far ahead
+        spec = OPERATION.format(distribution="STORES").replace("2027-01-10T18:00", "2099-01-10T18:00")
+        for name, content in (("parties.csv", PARTIES), ("contacts.csv", CONTACTS), ("network.yaml", NETWORK),
+                              ("op.yaml", spec)):
+            (tmp_path / name).write_text(content, encoding="utf-8")
+        for args in (("parties", "import", tmp_path / "parties.csv", "-q"),
+                     ("contacts", "import", tmp_path / "contacts.csv", "-q"),
+                     ("apply", tmp_path / "network.yaml"), ("apply", tmp_path / "op.yaml"),
+                     ("targets", "add", "LOCAL", "--where", "kind in (PRO, CLI)")):
+            assert cli(*args).code == 0, args
+        assert process_step("LOCAL", "A1").state == "Completed"
+        run = run_deployment_of("local-approval/campflow", operation="LOCAL", step="A1", entity="NANTES")
+        shown = suspended(on_server, run.id)
+        assert "NANTES's list in LOCAL/A1" in shown and "**Deadline: 2099-01-10 18:00 (Europe/Paris)**" in shown
+        answer_in_ui(on_server, run.id, {"remove": ["P09"], "approve": True, "operator": "lyon1"})
+        again = wait_for(lambda: suspended(on_server, run.id, refused=True), 120, "the form asked again", every=1)
+        assert again.startswith("**Answer refused:** lyon1 acts for LYON and may not")
+        assert approvals()["NANTES"] == ("pending", 0) and removed_flags()["P09"] == (False, None)
+        answer_in_ui(on_server, run.id, {"remove": ["P09"], "approve": True, "operator": "nantes1"})
+        done = final_state(on_server, run.id)
+        assert done.state.type.value == "COMPLETED", done.state.message
+        assert approvals()["NANTES"][0] == "approved" and removed_flags()["P09"] == (True, "nantes1")
+
+
+def run_deployment_of(name: str, **parameters):
+    from prefect.deployments import run_deployment
+
+    return run_deployment(name, parameters=parameters, timeout=0)
+
 
 def order_for(operator: str, values: dict) -> int:
     from campflow import packages
