@@ -1,9 +1,10 @@
 """The `local-approval` flow: a local entity answers its list in the Prefect UI.
 
-The flow run pauses with a typed form (`ListApproval`) the UI renders behind "Resume": the
+The flow run waits with a typed form (`ListApproval`) the UI renders behind "Resume": the
 party codes (or PARTY/CONTACT for one contact) to remove, whether to approve, and the operator's login. The answer goes through
 the same functions as `campflow approvals remove/approve`, so the same refusals apply; a
-refused answer pauses again with the reason shown above the form.
+refused answer asks again with the reason shown above the form. A run from a deployment
+suspends while it waits and holds no process (`campflow.orchestration.waiting`).
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import datetime as dt
 import math
 
 from prefect import flow, get_run_logger
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
 from campflow.errors import CampflowError
+from campflow.orchestration.waiting import earlier_refusal, record_refusal, wait_for_answer
 from campflow.store import approvals, db
 from campflow.store.identity import actor
 
-POLL_SECONDS = 10  # how often the paused run checks for an answer (tests make it short)
+POLL_SECONDS = 10  # how often a run paused in its process checks for an answer (tests make it short)
 MAX_ANSWERS = 5  # refused answers before the run gives up
 SHOWN_PARTIES = 500  # parties listed in the form's description; the rest are counted
 
@@ -99,18 +100,22 @@ def local_approval(operation: str, step: str, entity: str, timeout_hours: float 
     """
     logger = get_run_logger()
     error = ""
-    for _ in range(MAX_ANSWERS):
+    for number in range(1, MAX_ANSWERS + 1):
         found, rows, deadline = _read_list(operation, step, entity)
         left = (deadline - approvals.clock()).total_seconds()
         timeout = max(1, math.ceil(min(timeout_hours * 3600, left)))
         form = ListApproval.with_initial_data(description=describe(found, entity, rows, error),
                                               remove=[], approve=True, operator="")
-        answer = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=POLL_SECONDS)
+        answer = wait_for_answer(form, number, timeout, POLL_SECONDS)
+        if (earlier := earlier_refusal(number)) is not None:
+            error = earlier  # refused in an earlier pass of this run: not applied again
+            continue
         try:
             result = apply_answer(operation, step, entity, answer)
         except CampflowError as refused:
             error = str(refused)
             logger.warning("answer refused: %s", error)
+            record_refusal(number, error)
             continue
         logger.info("%s's list in %s: %s", entity, found.place, result)
         return result

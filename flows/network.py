@@ -6,16 +6,16 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.states import Completed, State
 from pydantic import Field
 
 from campflow.errors import CampflowError
 from campflow.network import packages
+from campflow.orchestration.waiting import earlier_refusal, record_refusal, wait_for_answer
 from campflow.store import db, identity
 
-POLL_SECONDS = 2  # how often a paused run checks for its answer
+POLL_SECONDS = 2  # how often a run paused in its process checks for its answer
 MAX_ANSWERS = 5  # refused answers before the run gives up
 
 
@@ -56,7 +56,8 @@ def publish_package(package: str, as_operator: str | None = None) -> dict[str, A
 def approve_order(order: int, timeout_hours: float = 72) -> State:
     """Wait for a central reviewer to approve or reject a pending order, then apply the decision.
 
-    The run pauses; in the Prefect UI, "Resume" shows the order and a form: decision (approve or
+    The run waits (from a deployment it is suspended and holds no process; called directly it
+    pauses); in the Prefect UI, "Resume" shows the order and a form: decision (approve or
     reject), comment (needed to reject, mailed to the local entity) and reviewer (your login, a
     central operator). The same decision can be given with `campflow orders approve ID` or
     `campflow orders reject ID --comment …`; then this run ends without deciding again.
@@ -71,28 +72,32 @@ def approve_order(order: int, timeout_hours: float = 72) -> State:
         been decided.
 
     An answer that cannot be taken (a reviewer who is not a central operator, a rejection
-    without comment) pauses the run again with the reason above the form.
+    without comment) asks again with the reason above the form.
 
     Raises:
         CampflowError: five answers were refused; the order stays pending.
     """
     logger = get_run_logger()
     error = ""
-    for _ in range(MAX_ANSWERS):
+    for number in range(1, MAX_ANSWERS + 1):
         with db.session() as session:
             view = packages.order_view(session, packages.find_order(session, order), history=True)
         if view["status"] != "pending":
             return _already_decided(order)
         logger.info("order %s waits for a decision: press Resume on this flow run in the Prefect UI, or run "
                     "`campflow orders approve|reject %s`", order, order)
-        answer = pause_flow_run(wait_for_input=OrderDecision.with_initial_data(
+        answer = wait_for_answer(OrderDecision.with_initial_data(
             description=decision_markdown(view, error), decision="approve", comment=""),
-            timeout=int(timeout_hours * 3600), poll_interval=POLL_SECONDS)
+            number, int(timeout_hours * 3600), POLL_SECONDS)
+        if (earlier := earlier_refusal(number)) is not None:
+            error = earlier  # refused in an earlier pass of this run: not applied again
+            continue
         try:
             outcome = _decide(order, answer)
         except CampflowError as refused:
             error = str(refused)
             logger.warning("answer refused: %s", error)
+            record_refusal(number, error)
             continue
         if outcome is None:
             return _already_decided(order)

@@ -114,11 +114,13 @@ def drop_database(database_url: str, name: str) -> None:
     admin.dispose()
 
 
-def start_serve(server: Server, database_url: str, folder: Path) -> Process:
-    """`campflow serve` against the server; returns once its deployments are registered."""
+def start_serve(server: Server, database_url: str, folder: Path, limit: int | None = None) -> Process:
+    """`campflow serve` against the server (`--limit`: most flow runs at once); returns once its
+    deployments are registered."""
     env = base_env(CAMPFLOW_DATABASE_URL=database_url, PREFECT_API_URL=server.api,
                    PREFECT_RUNNER_POLL_FREQUENCY="2", PREFECT_HOME=str(folder / "serve-home"))
-    process = start([CAMPFLOW, "serve"], env, folder / "serve.log")
+    command = [CAMPFLOW, "serve"] + (["--limit", str(limit)] if limit else [])
+    process = start(command, env, folder / "serve.log")
     try:
         wait_for(lambda: "Ctrl-C stops" in " ".join(process.output().split()), 120, "campflow serve", process)
     except AssertionError:

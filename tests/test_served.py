@@ -1,12 +1,16 @@
 """campflow on a real Prefect server: `campflow server` (state in PostgreSQL), `campflow serve`,
 schedules synced from the operations' dates, a scheduled run inside its window, a failed
 run retried the way the UI's Retry button does it, without a second e-mail or event, and the
-network's deployments: a package published, an order paused for the UI's form and resumed."""
+network's deployments: a package published, an order paused for the UI's form and resumed.
+
+`campflow serve --limit 1` runs one flow run at a time: an approval waiting for its answer is
+suspended and holds no place, so the served process takes other runs meanwhile."""
 
 from __future__ import annotations
 
 import datetime as dt
 import email
+import json
 import zoneinfo
 from pathlib import Path
 
@@ -64,7 +68,7 @@ def server(database_url, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(server, database_url, tmp_path_factory):
-    process = start_serve(server, database_url, tmp_path_factory.mktemp("serve"))
+    process = start_serve(server, database_url, tmp_path_factory.mktemp("serve"), limit=1)
     yield process
     process.stop()
 
@@ -409,6 +413,143 @@ class TestNetwork:
         assert decided.state.message == f"order {order_id} of LYON for PKG-FORM approved"
         assert rows("select status, comment, decided_by from package_order where id = :id", id=order_id) == [
             ("approved", "Belle vitrine", "marketing")]
+
+    def test_a_waiting_approval_holds_no_place_and_resumes_in_a_new_process(self, on_server, cli, tmp_path,
+                                                                           output_dir):
+        """Served with --limit 1: while order A waits, order B's run starts and waits too; A's refused
+        answer asks again with the reason, A's second answer decides it (the refused one is not
+        applied again), B is decided through resume_flow_run as the CLI does."""
+        from prefect import get_client
+        from prefect.flow_runs import resume_flow_run
+
+        from campflow.network import packages
+        from tests.test_orders import VALUES
+        from tests.test_packages import BRIEF, NETWORK
+
+        (tmp_path / "brief.txt").write_text(BRIEF, encoding="utf-8")
+        apply(cli, tmp_path, NETWORK)
+        packages.act(packages.publish, "PKG-FORM", as_="marketing")
+        first = order_for("lyon", VALUES)
+        second = order_for("paris", {"MAGASIN": "Paris Opéra", "REMISE": "10 %"})
+
+        waiting = review_run(first)
+        suspended(on_server, waiting.id)
+        other = review_run(second)  # one place only: it starts because the first run released it
+        suspended(on_server, other.id)
+
+        answer_in_ui(on_server, waiting.id, {"decision": "approve", "comment": "", "reviewer": "lyon"})
+        again = wait_for(lambda: suspended(on_server, waiting.id, refused=True), 120, "the form asked again",
+                         every=1)
+        assert again.startswith("**Answer refused:** reviewer 'lyon' acts for LYON")
+        assert rows("select status from package_order where id = :id", id=first) == [("pending",)]
+        answer_in_ui(on_server, waiting.id, {"decision": "approve", "comment": "Bien", "reviewer": "marketing"})
+        decided = final_state(on_server, waiting.id)
+        assert decided.state.type.value == "COMPLETED", decided.state.message
+        assert decided.state.message == f"order {first} of LYON for PKG-FORM approved"
+        with get_client(sync_client=True) as client:
+            names = [state.name for state in sorted(client.read_flow_run_states(waiting.id), key=lambda s: s.timestamp)]
+        assert names.count("Suspended") == 2 and names.count("Resuming") == 2  # three passes, three processes
+        assert rows("select action, actor from order_event where order_id = :id order by id", id=first) == [
+            ("created", "lyon"), ("approved", "marketing")]
+
+        resume_flow_run(other.id, run_input={"decision": "reject", "comment": "Non", "reviewer": "marketing"})
+        rejected = final_state(on_server, other.id)
+        assert rejected.state.type.value == "COMPLETED", rejected.state.message
+        assert rows("select status, comment, decided_by from package_order where id = :id", id=second) == [
+            ("rejected", "Non", "marketing")]
+
+    def test_an_approval_not_answered_in_time_fails_and_the_order_stays_pending(self, on_server, cli, tmp_path,
+                                                                               output_dir):
+        from campflow.network import packages
+        from tests.test_orders import VALUES
+        from tests.test_packages import BRIEF, NETWORK
+
+        (tmp_path / "brief.txt").write_text(BRIEF, encoding="utf-8")
+        apply(cli, tmp_path, NETWORK)
+        packages.act(packages.publish, "PKG-FORM", as_="marketing")
+        order_id = order_for("lyon", VALUES)
+        run = review_run(order_id, timeout_hours=0.001)  # 3 seconds
+        failed = final_state(on_server, run.id)
+        assert failed.state.type.value == "FAILED"
+        assert failed.state.message == "The flow was paused and never resumed."
+        assert rows("select status from package_order where id = :id", id=order_id) == [("pending",)]
+
+    def test_a_list_answered_through_the_resume_form_after_a_refusal(self, on_server, cli, tmp_path, output_dir):
+        """local-approval from its deployment: suspended, a refused answer, then NANTES's own."""
+        from flows.run_operation import process_step
+        from tests.test_local_approval import CONTACTS, NETWORK, OPERATION, PARTIES, approvals, removed_flags
+
+        # the served process reads the real clock: the lists' deadline is moved far ahead
+        spec = OPERATION.format(distribution="STORES").replace("2027-01-10T18:00", "2099-01-10T18:00")
+        for name, content in (("parties.csv", PARTIES), ("contacts.csv", CONTACTS), ("network.yaml", NETWORK),
+                              ("op.yaml", spec)):
+            (tmp_path / name).write_text(content, encoding="utf-8")
+        for args in (("parties", "import", tmp_path / "parties.csv", "-q"),
+                     ("contacts", "import", tmp_path / "contacts.csv", "-q"),
+                     ("apply", tmp_path / "network.yaml"), ("apply", tmp_path / "op.yaml"),
+                     ("targets", "add", "LOCAL", "--where", "kind in (PRO, CLI)")):
+            assert cli(*args).code == 0, args
+        assert process_step("LOCAL", "A1").state == "Completed"
+        run = run_deployment_of("local-approval/campflow", operation="LOCAL", step="A1", entity="NANTES")
+        shown = suspended(on_server, run.id)
+        assert "NANTES's list in LOCAL/A1" in shown and "**Deadline: 2099-01-10 18:00 (Europe/Paris)**" in shown
+        answer_in_ui(on_server, run.id, {"remove": ["P09"], "approve": True, "operator": "lyon1"})
+        again = wait_for(lambda: suspended(on_server, run.id, refused=True), 120, "the form asked again", every=1)
+        assert again.startswith("**Answer refused:** lyon1 acts for LYON and may not")
+        assert approvals()["NANTES"] == ("pending", 0) and removed_flags()["P09"] == (False, None)
+        answer_in_ui(on_server, run.id, {"remove": ["P09"], "approve": True, "operator": "nantes1"})
+        done = final_state(on_server, run.id)
+        assert done.state.type.value == "COMPLETED", done.state.message
+        assert approvals()["NANTES"][0] == "approved" and removed_flags()["P09"] == (True, "nantes1")
+
+
+def run_deployment_of(name: str, **parameters):
+    from prefect.deployments import run_deployment
+
+    return run_deployment(name, parameters=parameters, timeout=0)
+
+
+def order_for(operator: str, values: dict) -> int:
+    from campflow.network import packages
+    order_id, = packages.act(packages.create_order, "PKG-FORM", as_=operator, values=values).order_ids
+    return order_id
+
+
+def review_run(order_id: int, **parameters):
+    from prefect.deployments import run_deployment
+
+    return run_deployment("approve-order/campflow", parameters={"order": order_id, **parameters}, timeout=0)
+
+
+def suspended(server, flow_run_id, refused: bool = False, timeout: float = 120):
+    """The form's description once the run is suspended (its process gone); with `refused`, only
+    when the description starts with a refused answer's reason, else None."""
+    from prefect import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+    from prefect.input.run_input import keyset_from_paused_state
+
+    def check():
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+            if run.state.type.value != "PAUSED" or run.state.name != "Suspended":
+                return None
+            try:
+                return json.loads(client.read_flow_run_input(run.id, keyset_from_paused_state(run.state)["description"]))
+            except PrefectHTTPStatusError:  # suspended a moment before the form is saved
+                return None
+
+    if refused:
+        found = check()
+        return found if found and "Answer refused" in found else None
+    return wait_for(check, timeout, f"flow run {flow_run_id} to be suspended", every=1)
+
+
+def answer_in_ui(server, flow_run_id, run_input: dict) -> None:
+    """The request the UI's Resume form sends."""
+    import httpx
+
+    answer = httpx.post(f"{server.api}/flow_runs/{flow_run_id}/resume", timeout=30, json={"run_input": run_input})
+    assert answer.status_code == 201 and answer.json()["status"] == "ACCEPT", answer.text
 
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
