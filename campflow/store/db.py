@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from campflow.errors import CampflowError
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "models" / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "models" / "migrations"
 
 
 def campflow_home() -> Path:
