@@ -6,7 +6,8 @@ from dataclasses import FrozenInstanceError
 
 import pytest
 
-from campflow.core.fields import FieldCatalog, FieldRef, parse_template_fields
+from campflow.core.fields import FieldCatalog, FieldRef
+from campflow.core.template_fields import parse_template_fields
 from campflow.errors import FormulaError
 
 CATALOG = FieldCatalog(

@@ -190,7 +190,7 @@ class TestMarkers:
         ("rtf", r"{\rtf1 [PRO.NOM|{\b x}]}", []),  # a default holds no RTF group
     ])
     def test_template_fields(self, syntax, text, found):
-        from campflow.core.fields import template_fields
+        from campflow.core.template_fields import template_fields
 
         assert [tuple(vars(f).values()) for f in template_fields(text, syntax)] == found
 

@@ -30,7 +30,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError
 
-from campflow.core.fields import template_fields
+from campflow.core.template_fields import template_fields
 from campflow.errors import CampflowError
 from campflow.paths import PathRefused, read_stored
 from campflow.render.charsets import UndecodableTemplate, declare_utf8, decode_template

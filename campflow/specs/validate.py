@@ -10,17 +10,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from campflow.core.fields import (
-    FieldCatalog,
-    FieldRef,
-    TemplateField,
-    split_default,
-    template_fields,
-    unsupported_condition_field,
-)
+from campflow.core.fields import FieldCatalog, FieldRef, unsupported_condition_field
 from campflow.core.formula import check_names, parse_formula
 from campflow.core.graph import CycleError, StepNode, topological_order
 from campflow.core.kinds import settings_checks, step_kind
+from campflow.core.template_fields import TemplateField, split_default, template_fields
 from campflow.errors import FormulaError, Problem, closest
 from campflow.paths import PathRefused, spec_path
 from campflow.render.charsets import UndecodableTemplate, decode_template

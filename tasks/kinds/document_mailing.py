@@ -24,8 +24,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from blocks.storage import publish
-from campflow.core.fields import FieldRef, split_default
+from campflow.core.fields import FieldRef
 from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
+from campflow.core.template_fields import split_default
 from campflow.errors import CampflowError, Problem, SpecError
 from campflow.paths import PathRefused, read_stored
 from campflow.render.mail import DEFAULT_EXAMPLE, EmptyField, is_empty
