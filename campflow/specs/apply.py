@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from campflow.core.dates import aware
 from campflow.errors import CampflowError, Problem, SpecError
+from campflow.specs.documents import Document, read_specs
 from campflow.specs.export import (  # noqa: F401
     _drop_none,
     _resolved,
@@ -30,7 +31,7 @@ from campflow.specs.export import (  # noqa: F401
 )
 from campflow.specs.schema import OperationSpec
 from campflow.specs.source import SourceDocument
-from campflow.specs.validate import Document, check_batch, read_specs
+from campflow.specs.validate import check_batch
 from campflow.store.access import require_access
 from campflow.store.catalog import load_known
 from models import (
@@ -338,7 +339,7 @@ def document_from_data(data: dict[str, Any], origin: str, copied_from: str | Non
     still lie in that file's folder, in the folder of one of `also_in` (spec files of templates
     it copies steps from) or in CAMPFLOW_ALLOWED_DIRS.
     """
-    from campflow.specs.validate import parse_document
+    from campflow.specs.documents import parse_document
 
     source = SourceDocument(Path(origin), 0, data, 0, Path(copied_from) if copied_from else None,
                             tuple(Path(f).parent for f in also_in if f))
