@@ -619,14 +619,14 @@ class TestRtfBody:
 
 
 class TestMessageParts:
-    """The pure helpers of campflow.render.mail: no database, no server."""
+    """The pure helpers of campflow.render (mail, bodies, headers, plain_text): no database, no server."""
 
     @pytest.mark.parametrize("subject", [
         "Invitation", "Invitation au Salon ERP — Boulangerie Lefèvre & fils",
         "Très long sujet " * 12 + "😀 fin", "A" * 120, "=?utf-8?q?not_an_encoded_word?=",
     ])
     def test_subjects_round_trip(self, subject):
-        from campflow.render.mail import header_text
+        from campflow.render.headers import header_text
 
         encoded = header_text(subject, "Subject")
         limit = 78 if " " in subject else 998  # a word longer than a line cannot be folded
@@ -637,7 +637,7 @@ class TestMessageParts:
     @pytest.mark.parametrize("name", ["Hélène Lefèvre", "Dupont, Jean", 'Jean "Jo" Dupont', "Trần Océane " * 6,
                                       "Plain Name"])
     def test_display_names_round_trip(self, name):
-        from campflow.render.mail import format_address
+        from campflow.render.headers import format_address
 
         header = f"To: {format_address(name, 'x@example.com')}\r\n\r\n".encode("ascii")
         address = email.message_from_bytes(header, policy=policy.default)["To"].addresses[0]
@@ -656,19 +656,20 @@ class TestMessageParts:
         ("jean@exämple.fr", ("jean@xn--exmple-cua.fr", None)),
     ])
     def test_addresses(self, raw, expected):
-        from campflow.render.mail import check_address
+        from campflow.render.headers import check_address
 
         assert check_address(raw) == expected
 
     def test_rtf_values_are_escaped(self):
-        from campflow.render.mail import rtf_escape, rtf_to_text
+        from campflow.render.bodies import rtf_escape
+        from campflow.render.plain_text import rtf_to_text
 
         escaped = rtf_escape("Lefèvre {SA} \\ 😀\nligne 2")
         assert escaped == "Lef\\u232?vre \\{SA\\} \\\\ \\u-10179?\\u-8704?\\line ligne 2"
         assert rtf_to_text("{\\rtf1 " + escaped + "}") == "Lefèvre {SA} \\ 😀\nligne 2\n"
 
     def test_html_text_alternative(self):
-        from campflow.render.mail import html_to_text
+        from campflow.render.plain_text import html_to_text
 
         source = ("<html><head><title>t</title><style>p {}</style></head><body><h1>Salon</h1><p>Bonjour&nbsp;"
                   "<b>vous</b>,<br>venez</p><ul><li>un</li><li>deux</li></ul>"
@@ -676,7 +677,7 @@ class TestMessageParts:
         assert html_to_text(source) == "Salon\n\nBonjour vous,\nvenez\n\n- un\n- deux\n\ninscription (https://x.fr/i)\n"
 
     def test_jinja_problems_for_apply_time_checks(self):
-        from campflow.render.mail import jinja_problems
+        from campflow.render.bodies import jinja_problems
 
         assert jinja_problems("{{ party.name }} {% for i in range(2) %}{{ i }}{% endfor %}") == []
         assert [p.split(";")[0] for p in jinja_problems("{{ ''.__class__ }}{{ os }}")] == [
@@ -685,7 +686,7 @@ class TestMessageParts:
     def test_jinja_html_escapes_and_never_prints_a_blank(self):
         from jinja2.exceptions import UndefinedError
 
-        from campflow.render.mail import JinjaBody, TemplateRefused
+        from campflow.render.bodies import JinjaBody, TemplateRefused
 
         body = JinjaBody("<p>{{ party.name }}</p>{% if party.city %}{{ party.city }}{% endif %}", "b.html.j2",
                          as_html=True)

@@ -13,7 +13,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 from campflow.errors import CampflowError
-from campflow.render.mail import sender_header
+from campflow.render.headers import sender_header
 
 CHANNEL = "notifications"
 

@@ -254,7 +254,7 @@ class OperationCheck:
         if text is None:
             return
         if path.suffix == ".j2":
-            from campflow.render.mail import jinja_problems  # what the sandbox refuses at render time
+            from campflow.render.bodies import jinja_problems  # what the sandbox refuses at render time
             from campflow.render.templates import check_jinja
 
             for message in check_jinja(text, self.catalog) + jinja_problems(text):

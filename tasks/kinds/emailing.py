@@ -36,15 +36,9 @@ from blocks.channels import (
 from blocks.lookup import default_blocks_available
 from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
 from campflow.errors import CampflowError
-from campflow.render.mail import (
-    EmptyField,
-    MessageTemplate,
-    Recipient,
-    TemplateRefused,
-    check_address,
-    compile_message,
-    message_filename,
-)
+from campflow.render.bodies import EmptyField, TemplateRefused
+from campflow.render.headers import check_address, message_filename
+from campflow.render.mail import MessageTemplate, Recipient, compile_message
 from campflow.store.outbox import PENDING, OutboxWriter, remember, settle_statuses, start_run
 from campflow.store.records import (
     CLAIMED,
