@@ -303,7 +303,8 @@ class OperationCheck:
 
     def warn_document_fields(self, step: StepSpec, path: Path | None, loc: Loc) -> None:
         """The same warning for the merge fields of a Word template (`PRO__NOM`, or mapped to PRO.NOM)."""
-        from campflow.render.wordmerge import TemplateError, map_fields, template_fields  # lxml: loaded when needed
+        from campflow.render.word_mapping import map_fields, template_fields  # lxml: loaded when needed
+        from campflow.render.wordmerge import TemplateError
 
         assert step.document is not None
         try:

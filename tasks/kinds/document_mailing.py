@@ -30,7 +30,8 @@ from campflow.core.template_fields import split_default
 from campflow.errors import CampflowError, Problem, SpecError
 from campflow.paths import PathRefused, read_stored
 from campflow.render.bodies import DEFAULT_EXAMPLE, EmptyField, is_empty
-from campflow.render.wordmerge import TemplateError, WordTemplate, check_template, map_fields
+from campflow.render.word_mapping import check_template, map_fields
+from campflow.render.wordmerge import TemplateError, WordTemplate
 from campflow.store.catalog import load_field_catalog
 from campflow.store.records import FieldColumn, RecordQuery, claim_parties, mark_processed, question_ids, resolve_fields
 
