@@ -19,7 +19,8 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from campflow.errors import CampflowError, ImportRejected, NotFound, Problem
-from campflow.render.sheets import EXTRA, Sheet, fold_header, open_sheet
+from campflow.render.sheet_files import open_sheet
+from campflow.render.sheets import EXTRA, Sheet, fold_header
 from campflow.store.operations import find_operation
 from campflow.store.staging import Rejections, copy_rows, create_stage, drop_rejected, progress, reject_where
 from models import Operation, Question, Questionnaire, State, Step

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from campflow.core.kinds import StepContext
 from campflow.core.settings import LocalApprovalSettings
 from campflow.errors import CampflowError, ImportRejected, NotFound, Problem
-from campflow.render.sheets import open_sheet
+from campflow.render.sheet_files import open_sheet
 from campflow.store.identity import Actor
 from campflow.store.operations import find_operation
 from campflow.store.records import CLAIMED, RecordQuery, question_ids, resolve_fields
