@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from blocks.channels import IN_FLIGHT_PER_CONNECTION
+from blocks.senders import IN_FLIGHT_PER_CONNECTION
 from campflow.errors import CampflowError
 from campflow.store import db
 from tests.conftest import final_task_runs, free_port, rows, scalar
@@ -365,12 +365,12 @@ class TestFailures:
         assert len(statuses()) == 5
 
     def test_server_dropping_mid_batch_releases_what_was_not_sent(self, operation, smtp, cli, monkeypatch):
-        from blocks import channels
+        from blocks import channels, senders
 
         add_smtp(cli, "emailing", smtp.port, "Salon <salon@example.com>", "--concurrency", "1")
         no_retry(monkeypatch)
         enter_all()
-        real, connect = channels.deliver, channels.SmtpChannel.connect
+        real, connect = senders.deliver, channels.SmtpChannel.connect
         calls = []
 
         def drop_after_first(connection, *args):
@@ -380,14 +380,14 @@ class TestFailures:
                 monkeypatch.setattr(channels.SmtpChannel, "connect", _refuse)
             return real(connection, *args)
 
-        monkeypatch.setattr(channels, "deliver", drop_after_first)
+        monkeypatch.setattr(senders, "deliver", drop_after_first)
         message = failed_step_message()
         assert f"SMTP server 127.0.0.1:{smtp.port}" in message
         assert len(smtp.received) == 1
         # helene sent; loic and P2's contact never attempted: pending; 3 refused before sending
         assert outbox_states() == {"sent": 1, "pending": 2, "failed": 3}
         assert statuses()["P1"][0] == "to_process"  # the step's transaction rolled back
-        monkeypatch.setattr(channels, "deliver", real)
+        monkeypatch.setattr(senders, "deliver", real)
         monkeypatch.setattr(channels.SmtpChannel, "connect", connect)
         add_smtp(cli, "emailing", smtp.port, "Salon <salon@example.com>", "--overwrite")
         run()
@@ -460,20 +460,20 @@ def kill_while_sending(port: int, out: Path, after: int, batch: int) -> None:
         import os
         from pathlib import Path
         from prefect_email import EmailServerCredentials
-        from blocks import channels
+        from blocks import channels, senders
         from campflow.store import db
         from sqlalchemy import text
         from tasks.kinds import emailing
         from campflow.core.kinds import StepContext
 
-        real, sent = channels.deliver, []
+        real, sent = senders.deliver, []
         def dying(*args):
             result = real(*args)
             sent.append(1)
             if len(sent) == {after}:
                 os._exit(9)
             return result
-        channels.deliver = dying
+        senders.deliver = dying
         emailing.BATCH = {batch}
         channel = channels.SmtpChannel(credentials=EmailServerCredentials(
             smtp_server="127.0.0.1", smtp_port={port}, smtp_type="INSECURE"), sender="s@example.com",
@@ -531,7 +531,7 @@ def sigkill_while_sending(smtp, out: Path, after: int, concurrency: int) -> int:
 
 def _refuse(self):
     """SmtpChannel.connect to a server that went away: a ChannelError raised on a refused socket."""
-    from blocks.channels import ChannelError
+    from blocks.senders import ChannelError
 
     host, port, _ = self.server()
     try:

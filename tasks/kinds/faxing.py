@@ -20,8 +20,9 @@ from typing import Any
 import phonenumbers
 from sqlalchemy.orm import Session
 
-from blocks.channels import Channel, ChannelError, FileChannel, Outgoing, load_channel
+from blocks.channels import Channel, FileChannel, load_channel
 from blocks.fax import FaxGateway
+from blocks.senders import ChannelError, Outgoing
 from campflow.core.fields import FieldRef
 from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
 from campflow.errors import CampflowError
