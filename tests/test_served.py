@@ -369,7 +369,7 @@ class TestNetwork:
         from prefect.deployments import run_deployment
         from prefect.input.run_input import keyset_from_paused_state
 
-        from campflow.network import packages
+        from campflow.network import orders, packages
         from tests.test_orders import VALUES
         from tests.test_packages import BRIEF, NETWORK
 
@@ -387,7 +387,7 @@ class TestNetwork:
         to = {email.message_from_bytes(path.read_bytes())["To"] for path in set(mailed.glob("*.eml")) - before}
         assert {"lyon@store.test", "paris@store.test"} <= to
 
-        outcome = packages.act(packages.create_order, "PKG-FORM", as_="lyon", values=VALUES)
+        outcome = packages.act(orders.create_order, "PKG-FORM", as_="lyon", values=VALUES)
         order_id, = outcome.order_ids
         review = run_deployment("approve-order/campflow", parameters={"order": order_id}, timeout=0)
 
