@@ -15,7 +15,7 @@ from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
 
 from blocks import storage
-from campflow.core.fields import FieldCatalog
+from campflow.core.field_catalog import FieldCatalog
 from campflow.core.kinds import StepContext, step_kind
 from campflow.errors import SpecError
 from campflow.render.word_mapping import map_fields, template_fields

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from campflow.core.fields import FieldCatalog
+from campflow.core.field_catalog import FieldCatalog
 from campflow.errors import FormulaError
 from campflow.render.wordmerge import TemplateError, WordTemplate
 

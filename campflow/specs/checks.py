@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from campflow.core.fields import FieldCatalog, FieldRef, unsupported_condition_field
+from campflow.core.field_catalog import FieldCatalog
+from campflow.core.fields import FieldRef, unsupported_condition_field
 from campflow.core.formula import check_names, parse_formula
 from campflow.core.graph import CycleError, StepNode, topological_order
 from campflow.core.kinds import settings_checks, step_kind

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from campflow.core.fields import FieldCatalog
+from campflow.core.field_catalog import FieldCatalog
 from campflow.errors import FormulaError, Problem, closest
 from campflow.paths import PathRefused, spec_path
 from campflow.specs.checks import OperationCheck, walk_steps

@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, cast, exists, false, func, literal, not_, or_, select, true
 from sqlalchemy.types import Numeric, Text
 
-from campflow.core.fields import FieldCatalog, FieldRef, unsupported_condition_field
+from campflow.core.field_catalog import FieldCatalog
+from campflow.core.fields import FieldRef, unsupported_condition_field
 from campflow.core.formula import And, Node, Not, Or, Ref
 from campflow.core.where import parse_where
 from campflow.errors import CampflowError, FormulaError
