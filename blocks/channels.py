@@ -19,7 +19,8 @@ from prefect_email import EmailServerCredentials
 from prefect_email.credentials import SMTPServer, SMTPType
 from pydantic import Field, field_validator
 
-from blocks.senders import ChannelError, FileSender, SmtpSender, _close, _reply, sender_address
+from blocks.senders import ChannelError, FileSender, SmtpSender, _reply, sender_address
+from blocks.smtp_pool import _close
 from campflow.errors import CampflowError
 
 # the block each kind sends through when its step names none

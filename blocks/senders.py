@@ -1,34 +1,26 @@
-"""Sending through a channel: the file and SMTP senders, one message's SMTP delivery, the
-connection pool and the rate limits.
+"""Sending through a channel: the file and SMTP senders and one message's SMTP delivery.
 
-SMTP connections are kept in a module-level pool keyed by server and login, so the steps of a
-worker process reuse them; a pooled connection answers NOOP before it is used again, and a
-connection the server dropped between two messages is replaced without losing the message
-(nothing is accepted before DATA). `deliver` speaks MAIL / RCPT / DATA itself instead of
+SMTP connections come from the pool of `blocks.smtp_pool`; a connection the server dropped
+between two messages is replaced without losing the message (nothing is accepted before DATA). `deliver` speaks MAIL / RCPT / DATA itself instead of
 `sendmail` so that it knows, when the connection dies, whether the message could have been
 accepted: only a drop after the DATA payload went out leaves a message of unknown fate.
 """
 
 from __future__ import annotations
 
-import atexit
 import re
 import smtplib
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
+from blocks.smtp_pool import SmtpChannelLike, _close, _give_back, _rate_limit, _server_key, _take
 from campflow.errors import CampflowError
 
-if TYPE_CHECKING:  # in annotations only: blocks.channels imports the senders it opens
-    from blocks.channels import SmtpChannel
-
-POOLED_PER_SERVER = 32  # idle connections kept per server
 # messages claimed and not yet settled per SMTP connection (SmtpSender.window): the one on the
 # wire and those claimed ahead, so that a connection never waits for the outbox's commit (about
 # a millisecond); the bound on messages of unknown fate after a crash (docs/sending.md)
@@ -134,7 +126,7 @@ class SmtpSender:
 
     writes_files = False
 
-    def __init__(self, channel: SmtpChannel) -> None:
+    def __init__(self, channel: SmtpChannelLike) -> None:
         self.channel = channel
         self.label = channel.label()
         self.envelope_from = sender_address(channel.sender)
@@ -324,97 +316,3 @@ def _refused(code: int, reply: bytes | str) -> Delivery:
 def _reply(code: int, reply: bytes | str) -> str:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
     return f"{code} {' '.join(text.split())}"[:500]
-
-
-# --- the connection pool and the rate limits -------------------------------------------------
-
-_POOL: dict[tuple, list[smtplib.SMTP]] = {}
-_RATES: dict[tuple, RateLimit] = {}
-_LOCK = threading.Lock()
-
-
-def _server_key(channel: SmtpChannel) -> tuple:
-    host, port, kind = channel.server()
-    return host, port, kind.name, channel.credentials.username
-
-
-def _take(channel: SmtpChannel) -> smtplib.SMTP:
-    """A pooled connection that still answers, else a new one."""
-    key = _server_key(channel)
-    while True:
-        with _LOCK:
-            idle = _POOL.get(key)
-            connection = idle.pop() if idle else None
-        if connection is None:
-            return channel.connect()
-        try:
-            if connection.noop()[0] == 250:
-                return connection
-        except (smtplib.SMTPException, OSError):
-            pass
-        _close(connection)
-
-
-def _give_back(key: tuple, connection: smtplib.SMTP) -> None:
-    with _LOCK:
-        idle = _POOL.setdefault(key, [])
-        if len(idle) < POOLED_PER_SERVER:
-            idle.append(connection)
-            return
-    _close(connection, polite=True)
-
-
-def _close(connection: smtplib.SMTP | None, polite: bool = False) -> None:
-    if connection is None:
-        return
-    try:
-        if polite:
-            connection.quit()
-    except (smtplib.SMTPException, OSError):
-        pass
-    finally:
-        connection.close()
-
-
-def close_connections() -> int:
-    """QUIT and close every pooled connection (at exit, and in tests); how many there were."""
-    with _LOCK:
-        pooled = [c for idle in _POOL.values() for c in idle]
-        _POOL.clear()
-    for connection in pooled:
-        _close(connection, polite=True)
-    return len(pooled)
-
-
-atexit.register(close_connections)
-
-
-class RateLimit:
-    """A token bucket: on average `rate` messages per second, bursts of one second's worth at most."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate or 0.0)
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-        self.lock = threading.Lock()
-
-    def wait(self) -> None:
-        if not self.rate:
-            return
-        with self.lock:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            self.tokens -= 1  # taken now, or reserved: the caller sleeps until it is there
-            delay = -self.tokens / self.rate if self.tokens < 0 else 0.0
-        if delay:
-            time.sleep(delay)
-
-
-def _rate_limit(key: tuple, rate: float | None) -> RateLimit:
-    with _LOCK:
-        limit = _RATES.get(key)
-        if limit is None or limit.rate != rate:
-            limit = _RATES[key] = RateLimit(rate)
-        return limit
