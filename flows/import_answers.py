@@ -9,7 +9,7 @@ from prefect.artifacts import create_table_artifact
 
 from campflow.paths import input_path, output_path
 from campflow.store import db
-from campflow.store.answers import import_answers as run
+from campflow.store.answer_imports import import_answers as run
 from flows.run_operation import artifact_key
 
 LABELS = {"rows": "rows in the call sheet", "answers_written": "answers written",

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from campflow.errors import CampflowError
 from campflow.orchestration.waiting import earlier_refusal, record_refusal, wait_for_answer
-from campflow.store import approvals, db
+from campflow.store import approval_lists, approvals, db
 from campflow.store.identity import actor
 
 POLL_SECONDS = 10  # how often a run paused in its process checks for an answer (tests make it short)
@@ -63,14 +63,14 @@ def apply_answer(operation: str, step: str, entity: str, answer: ListApproval) -
     with db.session() as session:
         who = actor(session, answer.operator.strip())
         found = approvals.find_step(session, operation, step)
-        chosen = approvals.chosen_list(session, found, who, entity)  # refuses another entity's list
+        chosen = approval_lists.chosen_list(session, found, who, entity)  # refuses another entity's list
         removed = [c.strip() for c in answer.remove if c.strip()]
         if removed:
-            approvals.change_parties(session, found, who, removed, removed=True, entity=chosen.entity_code)
+            approval_lists.change_parties(session, found, who, removed, removed=True, entity=chosen.entity_code)
         if answer.approve:
-            change = approvals.approve(session, found, who, chosen.entity_code)
+            change = approval_lists.approve(session, found, who, chosen.entity_code)
         else:
-            approvals.require_open(found, chosen, approvals.clock())
+            approval_lists.require_open(found, chosen, approvals.clock())
             change = approvals.entity_lists(session, found.step_id, chosen.entity_id)[0]
         return {"entity": chosen.entity_code, "removed": removed, "approved": answer.approve,
                 "parties": change.parties, "kept": change.parties - change.removed, "operator": who.login}
@@ -81,11 +81,11 @@ def _read_list(operation: str, step: str, entity: str) -> tuple[approvals.Approv
     its deadline; refused when the list can no longer change."""
     with db.session() as session:
         found = approvals.find_step(session, operation, step)
-        lists = approvals.entity_lists(session, found.step_id, approvals.entity_id_of(session, entity))
+        lists = approvals.entity_lists(session, found.step_id, approval_lists.entity_id_of(session, entity))
         if not lists:
             raise CampflowError(f"{entity} has no list in {found.place}; run the operation first")
-        approvals.require_open(found, lists[0], approvals.clock())
-        return found, approvals.list_rows(session, found, None, entity), lists[0].deadline
+        approval_lists.require_open(found, lists[0], approvals.clock())
+        return found, approval_lists.list_rows(session, found, None, entity), lists[0].deadline
 
 
 @flow(name="local-approval", flow_run_name="{operation}-{step}-{entity}")

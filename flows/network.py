@@ -11,7 +11,7 @@ from prefect.states import Completed, State
 from pydantic import Field
 
 from campflow.errors import CampflowError
-from campflow.network import packages
+from campflow.network import orders, packages
 from campflow.orchestration.waiting import earlier_refusal, record_refusal, wait_for_answer
 from campflow.store import db, identity
 
@@ -44,7 +44,7 @@ def publish_package(package: str, as_operator: str | None = None) -> dict[str, A
         CampflowError: the package cannot be published (why, and the fix); nothing changed. Or
             notifying failed: the publication itself is recorded.
     """
-    outcome = packages.act(packages.publish, package, as_=as_operator)
+    outcome = packages.act(orders.publish, package, as_=as_operator)
     logger = get_run_logger()
     for warning in outcome.warnings:
         logger.warning(warning)
@@ -121,14 +121,14 @@ def _decide(order: int, answer: OrderDecision) -> packages.Outcome | None:
         if not reviewer.central:
             raise CampflowError(f"reviewer {answer.reviewer!r} acts for {reviewer.entity_code}; only the central "
                                 "entity's operators decide orders: give your own login")
-        action = packages.approve_order if answer.decision == "approve" else packages.reject_order
+        action = orders.approve_order if answer.decision == "approve" else orders.reject_order
         return action(session, order, reviewer, comment=answer.comment)
 
 
 def _already_decided(order: int) -> State:
     with db.session() as session:
         found = packages.find_order(session, order)
-        message = f"order {order} was already {found.status}{packages.decided_text(found)}; nothing to decide"
+        message = f"order {order} was already {found.status}{orders.decided_text(found)}; nothing to decide"
     get_run_logger().info(message)
     return Completed(name="Skipped", message=message)
 

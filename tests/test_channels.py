@@ -10,16 +10,10 @@ import time
 import pytest
 from prefect_email import EmailServerCredentials
 
-from blocks import channels
-from blocks.channels import (
-    SENT,
-    ChannelError,
-    FileChannel,
-    Outgoing,
-    RateLimit,
-    SmtpChannel,
-    load_channel,
-)
+from blocks import smtp_pool
+from blocks.channels import FileChannel, SmtpChannel, load_channel
+from blocks.senders import SENT, ChannelError, Outgoing
+from blocks.smtp_pool import RateLimit
 from tests.conftest import free_port
 
 
@@ -135,7 +129,7 @@ class TestSmtpSender:
         sender = channel(smtp.port).open_sender()
         try:
             send(sender, messages(1))
-            for idle in channels._POOL.values():  # the server closed it while it waited in the pool
+            for idle in smtp_pool._POOL.values():  # the server closed it while it waited in the pool
                 for connection in idle:
                     connection.sock.shutdown(socket.SHUT_RDWR)
             assert [r.state for r in send(sender, messages(2))] == [SENT, SENT]

@@ -15,10 +15,11 @@ from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
 
 from blocks import storage
-from campflow.core.fields import FieldCatalog
+from campflow.core.field_catalog import FieldCatalog
 from campflow.core.kinds import StepContext, step_kind
 from campflow.errors import SpecError
-from campflow.render.wordmerge import TemplateError, WordTemplate, map_fields, merge_document, template_fields
+from campflow.render.word_mapping import map_fields, template_fields
+from campflow.render.wordmerge import TemplateError, WordTemplate, merge_document
 from campflow.store import db
 from tasks.kinds import document_mailing
 from tasks.kinds.document_mailing import MergePlan, file_name, write_documents

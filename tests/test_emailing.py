@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from blocks.channels import IN_FLIGHT_PER_CONNECTION
+from blocks.senders import IN_FLIGHT_PER_CONNECTION
 from campflow.errors import CampflowError
 from campflow.store import db
 from tests.conftest import final_task_runs, free_port, rows, scalar
@@ -366,12 +366,12 @@ class TestFailures:
         assert len(statuses()) == 5
 
     def test_server_dropping_mid_batch_releases_what_was_not_sent(self, operation, smtp, cli, monkeypatch):
-        from blocks import channels
+        from blocks import channels, senders
 
         add_smtp(cli, "emailing", smtp.port, "Salon <salon@example.com>", "--concurrency", "1")
         no_retry(monkeypatch)
         enter_all()
-        real, connect = channels.deliver, channels.SmtpChannel.connect
+        real, connect = senders.deliver, channels.SmtpChannel.connect
         calls = []
 
         def drop_after_first(connection, *args):
@@ -381,14 +381,14 @@ class TestFailures:
                 monkeypatch.setattr(channels.SmtpChannel, "connect", _refuse)
             return real(connection, *args)
 
-        monkeypatch.setattr(channels, "deliver", drop_after_first)
+        monkeypatch.setattr(senders, "deliver", drop_after_first)
         message = failed_step_message()
         assert f"SMTP server 127.0.0.1:{smtp.port}" in message
         assert len(smtp.received) == 1
         # helene sent; loic and P2's contact never attempted: pending; 3 refused before sending
         assert outbox_states() == {"sent": 1, "pending": 2, "failed": 3}
         assert statuses()["P1"][0] == "to_process"  # the step's transaction rolled back
-        monkeypatch.setattr(channels, "deliver", real)
+        monkeypatch.setattr(senders, "deliver", real)
         monkeypatch.setattr(channels.SmtpChannel, "connect", connect)
         add_smtp(cli, "emailing", smtp.port, "Salon <salon@example.com>", "--overwrite")
         run()
@@ -461,20 +461,20 @@ def kill_while_sending(port: int, out: Path, after: int, batch: int) -> None:
         import os
         from pathlib import Path
         from prefect_email import EmailServerCredentials
-        from blocks import channels
+        from blocks import channels, senders
         from campflow.store import db
         from sqlalchemy import text
         from tasks.kinds import emailing
         from campflow.core.kinds import StepContext
 
-        real, sent = channels.deliver, []
+        real, sent = senders.deliver, []
         def dying(*args):
             result = real(*args)
             sent.append(1)
             if len(sent) == {after}:
                 os._exit(9)
             return result
-        channels.deliver = dying
+        senders.deliver = dying
         emailing.BATCH = {batch}
         channel = channels.SmtpChannel(credentials=EmailServerCredentials(
             smtp_server="127.0.0.1", smtp_port={port}, smtp_type="INSECURE"), sender="s@example.com",
@@ -532,7 +532,7 @@ def sigkill_while_sending(smtp, out: Path, after: int, concurrency: int) -> int:
 
 def _refuse(self):
     """SmtpChannel.connect to a server that went away: a ChannelError raised on a refused socket."""
-    from blocks.channels import ChannelError
+    from blocks.senders import ChannelError
 
     host, port, _ = self.server()
     try:
@@ -620,14 +620,14 @@ class TestRtfBody:
 
 
 class TestMessageParts:
-    """The pure helpers of campflow.render.mail: no database, no server."""
+    """The pure helpers of campflow.render (mail, bodies, headers, plain_text): no database, no server."""
 
     @pytest.mark.parametrize("subject", [
         "Invitation", "Invitation au Salon ERP — Boulangerie Lefèvre & fils",
         "Très long sujet " * 12 + "😀 fin", "A" * 120, "=?utf-8?q?not_an_encoded_word?=",
     ])
     def test_subjects_round_trip(self, subject):
-        from campflow.render.mail import header_text
+        from campflow.render.headers import header_text
 
         encoded = header_text(subject, "Subject")
         limit = 78 if " " in subject else 998  # a word longer than a line cannot be folded
@@ -638,7 +638,7 @@ class TestMessageParts:
     @pytest.mark.parametrize("name", ["Hélène Lefèvre", "Dupont, Jean", 'Jean "Jo" Dupont', "Trần Océane " * 6,
                                       "Plain Name"])
     def test_display_names_round_trip(self, name):
-        from campflow.render.mail import format_address
+        from campflow.render.headers import format_address
 
         header = f"To: {format_address(name, 'x@example.com')}\r\n\r\n".encode("ascii")
         address = email.message_from_bytes(header, policy=policy.default)["To"].addresses[0]
@@ -657,19 +657,20 @@ class TestMessageParts:
         ("jean@exämple.fr", ("jean@xn--exmple-cua.fr", None)),
     ])
     def test_addresses(self, raw, expected):
-        from campflow.render.mail import check_address
+        from campflow.render.headers import check_address
 
         assert check_address(raw) == expected
 
     def test_rtf_values_are_escaped(self):
-        from campflow.render.mail import rtf_escape, rtf_to_text
+        from campflow.render.bodies import rtf_escape
+        from campflow.render.plain_text import rtf_to_text
 
         escaped = rtf_escape("Lefèvre {SA} \\ 😀\nligne 2")
         assert escaped == "Lef\\u232?vre \\{SA\\} \\\\ \\u-10179?\\u-8704?\\line ligne 2"
         assert rtf_to_text("{\\rtf1 " + escaped + "}") == "Lefèvre {SA} \\ 😀\nligne 2\n"
 
     def test_html_text_alternative(self):
-        from campflow.render.mail import html_to_text
+        from campflow.render.plain_text import html_to_text
 
         source = ("<html><head><title>t</title><style>p {}</style></head><body><h1>Salon</h1><p>Bonjour&nbsp;"
                   "<b>vous</b>,<br>venez</p><ul><li>un</li><li>deux</li></ul>"
@@ -677,7 +678,7 @@ class TestMessageParts:
         assert html_to_text(source) == "Salon\n\nBonjour vous,\nvenez\n\n- un\n- deux\n\ninscription (https://x.fr/i)\n"
 
     def test_jinja_problems_for_apply_time_checks(self):
-        from campflow.render.mail import jinja_problems
+        from campflow.render.bodies import jinja_problems
 
         assert jinja_problems("{{ party.name }} {% for i in range(2) %}{{ i }}{% endfor %}") == []
         assert [p.split(";")[0] for p in jinja_problems("{{ ''.__class__ }}{{ os }}")] == [
@@ -686,7 +687,7 @@ class TestMessageParts:
     def test_jinja_html_escapes_and_never_prints_a_blank(self):
         from jinja2.exceptions import UndefinedError
 
-        from campflow.render.mail import JinjaBody, TemplateRefused
+        from campflow.render.bodies import JinjaBody, TemplateRefused
 
         body = JinjaBody("<p>{{ party.name }}</p>{% if party.city %}{{ party.city }}{% endif %}", "b.html.j2",
                          as_html=True)

@@ -6,7 +6,9 @@ from dataclasses import FrozenInstanceError
 
 import pytest
 
-from campflow.core.fields import FieldCatalog, FieldRef, parse_template_fields
+from campflow.core.field_catalog import FieldCatalog
+from campflow.core.fields import FieldRef
+from campflow.core.template_fields import parse_template_fields
 from campflow.errors import FormulaError
 
 CATALOG = FieldCatalog(

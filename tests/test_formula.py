@@ -12,21 +12,18 @@ from sqlalchemy import Boolean, column
 from sqlalchemy.dialects import postgresql
 
 from campflow.core.formula import (
-    OPERATORS,
     And,
-    Comparison,
     Not,
     Or,
     Ref,
     check_names,
     compile_formula,
     evaluate,
-    evaluate_condition,
     names,
     parse_formula,
-    parse_where,
     to_text,
 )
+from campflow.core.where import OPERATORS, Comparison, evaluate_condition, parse_where
 from campflow.errors import FormulaError
 from campflow.store.conditions import to_sql
 

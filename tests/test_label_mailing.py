@@ -10,18 +10,11 @@ import pytest
 from docx.shared import Mm
 
 from campflow.core.kinds import StepContext, step_kind
+from campflow.core.labels import SHEETS, check_labels, label_layout
 from campflow.errors import CampflowError
 from campflow.store import db
 from tasks.kinds import label_mailing
-from tasks.kinds.label_mailing import (
-    SHEETS,
-    address_lines,
-    check_labels,
-    label_layout,
-    label_origin,
-    twips,
-    write_docx,
-)
+from tasks.kinds.label_mailing import address_lines, label_origin, twips, write_docx
 from tests.conftest import load_files, rows, scalar, target_everyone
 
 PARTIES = """FICHE;TIERS;NOM;ADRESSE;CP;VILLE;PAYS

@@ -376,7 +376,8 @@ class TestUiForm:
 
     def test_the_form_describes_the_list_and_the_deadline(self, sent):
         from campflow.store import db
-        from campflow.store.approvals import find_step, list_rows
+        from campflow.store.approval_lists import list_rows
+        from campflow.store.approvals import find_step
         from flows.local_approval import ListApproval, describe
 
         with db.session() as session:

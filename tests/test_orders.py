@@ -12,7 +12,7 @@ import time
 import pytest
 
 from campflow.errors import CampflowError
-from campflow.network import packages
+from campflow.network import orders, packages
 from tests.conftest import rows, scalar
 from tests.test_packages import OPEN, UTC, approvals, mail, network, publish, snapshot  # noqa: F401
 
@@ -20,7 +20,7 @@ VALUES = {"MAGASIN": "Lyon Bellecour", "REMISE": "15 %"}
 
 
 def order(package: str = "PKG-WINDOW", as_: str = "lyon", now: dt.datetime = OPEN, **kwargs) -> int:
-    outcome = packages.act(packages.create_order, package, as_=as_, now=now, **kwargs)
+    outcome = packages.act(orders.create_order, package, as_=as_, now=now, **kwargs)
     order_id, = outcome.order_ids
     return order_id
 
@@ -128,15 +128,15 @@ class TestFormValues:
 class TestEditAndCancel:
     def test_editable_until_approved(self, form):
         order_id = order("PKG-FORM", now=None, values=VALUES)
-        packages.act(packages.edit_order, order_id, as_="lyon", values={"remise": "10 %"})
+        packages.act(orders.edit_order, order_id, as_="lyon", values={"remise": "10 %"})
         assert scalar("select values from package_order where id = :id", id=order_id) == VALUES | {"REMISE": "10 %"}
         with pytest.raises(CampflowError, match="field MAGASIN .* is required"):
-            packages.act(packages.edit_order, order_id, as_="lyon", values={"MAGASIN": ""})
-        packages.act(packages.approve_order, order_id, as_="marketing")
+            packages.act(orders.edit_order, order_id, as_="lyon", values={"MAGASIN": ""})
+        packages.act(orders.approve_order, order_id, as_="marketing")
         before = snapshot()
         with pytest.raises(CampflowError, match=f"order {order_id} of LYON for PKG-FORM is approved; its values can "
                                                 "no longer change"):
-            packages.act(packages.edit_order, order_id, as_="lyon", values={"REMISE": "15 %"})
+            packages.act(orders.edit_order, order_id, as_="lyon", values={"REMISE": "15 %"})
         assert snapshot() == before
         assert [action for action, _, _ in history(order_id)] == ["created", "edited", "approved"]
 
@@ -146,20 +146,20 @@ class TestEditAndCancel:
         with pytest.raises(CampflowError, match=f"LYON is already registered to PKG-AUTO \\(order {lyon}, approved\\); "
                                                 f"change its personalisation with `campflow orders edit {lyon}"):
             order("PKG-AUTO")
-        packages.act(packages.edit_order, lyon, as_="lyon", values={"MAGASIN": "Lyon Part-Dieu"})
+        packages.act(orders.edit_order, lyon, as_="lyon", values={"MAGASIN": "Lyon Part-Dieu"})
         assert (status(lyon), scalar("select values from package_order where id = :id", id=lyon)) == (
             "approved", {"MAGASIN": "Lyon Part-Dieu"})
 
     def test_by_campaign_approved_order_stays_editable(self, network, approvals):
         publish("PKG-CAMPAIGN")
         order_id = order("PKG-CAMPAIGN")
-        packages.act(packages.approve_order, order_id, as_="marketing", now=OPEN)
-        packages.act(packages.edit_order, order_id, as_="lyon", values={"MAGASIN": "Lyon"})
+        packages.act(orders.approve_order, order_id, as_="marketing", now=OPEN)
+        packages.act(orders.edit_order, order_id, as_="lyon", values={"MAGASIN": "Lyon"})
         assert status(order_id) == "approved"
 
     def test_cancel_a_pending_order_then_order_again(self, window, mail):
         order_id = order()
-        packages.act(packages.cancel_order, order_id, as_="lyon", comment="plus de budget")
+        packages.act(orders.cancel_order, order_id, as_="lyon", comment="plus de budget")
         assert status(order_id) == "cancelled"
         assert history(order_id)[-1] == ("cancelled", "lyon", "plus de budget")
         assert "plus de budget" in body(mail.messages()["review@siege.test"])
@@ -169,7 +169,7 @@ class TestEditAndCancel:
         rejected = order()
         with pytest.raises(CampflowError, match=f"LYON already has order {rejected} \\(pending\\)"):
             order()
-        packages.act(packages.reject_order, rejected, as_="marketing", comment="Vitrine pas prête")
+        packages.act(orders.reject_order, rejected, as_="marketing", comment="Vitrine pas prête")
         again = order()
         assert again != rejected and (status(rejected), status(again)) == ("rejected", "pending")
         assert history(rejected) == [("created", "lyon", None), ("rejected", "marketing", "Vitrine pas prête")]
@@ -178,15 +178,15 @@ class TestEditAndCancel:
 
     def test_an_approved_manual_order_cannot_be_cancelled_by_the_local_entity(self, window):
         order_id = order()
-        packages.act(packages.approve_order, order_id, as_="marketing", now=OPEN)
+        packages.act(orders.approve_order, order_id, as_="marketing", now=OPEN)
         with pytest.raises(CampflowError, match="can't be cancelled by the local entity"):
-            packages.act(packages.cancel_order, order_id, as_="lyon")
+            packages.act(orders.cancel_order, order_id, as_="lyon")
         assert status(order_id) == "approved"
 
     def test_automatic_mode_unsubscribes(self, network, approvals):
         publish("PKG-AUTO")
         paris = scalar("select o.id from package_order o join entity e on e.id = o.entity_id where e.code = 'PARIS'")
-        outcome = packages.act(packages.cancel_order, paris, as_="paris")
+        outcome = packages.act(orders.cancel_order, paris, as_="paris")
         assert outcome.summary == f"order {paris} of PARIS for PKG-AUTO unsubscribed"
         assert status(paris) == "cancelled"
 
@@ -194,7 +194,7 @@ class TestEditAndCancel:
 class TestDecisions:
     def test_the_decision_is_mailed_with_the_comment(self, form, mail, approvals):
         order_id = order("PKG-FORM", now=None, values=VALUES)
-        packages.act(packages.approve_order, order_id, as_="marketing", comment="Belle vitrine !")
+        packages.act(orders.approve_order, order_id, as_="marketing", comment="Belle vitrine !")
         assert approvals == [(order_id, "approved", "marketing")]
         assert rows("select status, comment, decided_by from package_order") == [
             ("approved", "Belle vitrine !", "marketing")]
@@ -208,43 +208,43 @@ class TestDecisions:
     def test_a_rejection_needs_a_comment_which_is_mailed(self, window, mail, approvals):
         order_id = order()
         with pytest.raises(CampflowError, match="needs a comment telling LYON why"):
-            packages.act(packages.reject_order, order_id, as_="marketing")
-        packages.act(packages.reject_order, order_id, as_="marketing", comment="Pas cette année")
+            packages.act(orders.reject_order, order_id, as_="marketing")
+        packages.act(orders.reject_order, order_id, as_="marketing", comment="Pas cette année")
         assert (status(order_id), approvals) == ("rejected", [])
         assert "Comment: Pas cette année" in body(mail.messages()["lyon@store.test"])
 
     def test_approving_twice_is_refused_and_changes_nothing(self, window, approvals):
         order_id = order()
-        packages.act(packages.approve_order, order_id, as_="marketing")
+        packages.act(orders.approve_order, order_id, as_="marketing")
         before = snapshot()
         with pytest.raises(CampflowError, match=f"order {order_id} of LYON is already approved by marketing on "
                                                 r".*; nothing changed"):
-            packages.act(packages.approve_order, order_id, as_="marketing")
+            packages.act(orders.approve_order, order_id, as_="marketing")
         assert snapshot() == before and len(approvals) == 1
 
     @pytest.mark.parametrize("first", ["cancel", "reject"])
     def test_approving_a_cancelled_or_rejected_order_is_refused(self, window, approvals, first):
         order_id = order()
         if first == "cancel":
-            packages.act(packages.cancel_order, order_id, as_="lyon")
+            packages.act(orders.cancel_order, order_id, as_="lyon")
         else:
-            packages.act(packages.reject_order, order_id, as_="marketing", comment="non")
+            packages.act(orders.reject_order, order_id, as_="marketing", comment="non")
         before = snapshot()
         with pytest.raises(CampflowError, match=f"order {order_id} of LYON is already (cancelled|rejected)"):
-            packages.act(packages.approve_order, order_id, as_="marketing")
+            packages.act(orders.approve_order, order_id, as_="marketing")
         assert snapshot() == before and approvals == []
 
     def test_a_local_operator_cannot_decide(self, window):
         order_id = order()
         with pytest.raises(CampflowError, match="only the central entity's operators approve or reject orders; "
                                                 "lyon acts for LYON"):
-            packages.act(packages.approve_order, order_id, as_="lyon")
+            packages.act(orders.approve_order, order_id, as_="lyon")
         assert status(order_id) == "pending"
 
 
 class TestOtherEntities:
     @pytest.mark.parametrize("action, kwargs", [
-        (packages.edit_order, {"values": {}}), (packages.cancel_order, {}),
+        (orders.edit_order, {"values": {}}), (orders.cancel_order, {}),
     ])
     def test_a_local_entity_cannot_touch_another_entitys_order(self, window, action, kwargs):
         order_id = order(as_="paris")
@@ -398,7 +398,7 @@ class TestApproveOrderFlow:
         from flows.network import approve_order
 
         order_id = order()
-        packages.act(packages.cancel_order, order_id, as_="lyon")
+        packages.act(orders.cancel_order, order_id, as_="lyon")
         state = approve_order(order_id, return_state=True)
         assert state.is_completed() and state.message == f"order {order_id} was already cancelled; nothing to decide"
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from campflow.errors import CampflowError
-from campflow.network import collaboration, packages
+from campflow.network import collaboration, orders, packages
 from tests.conftest import rows, scalar
 from tests.test_emailing import add_smtp
 
@@ -174,7 +174,7 @@ def approvals(monkeypatch):
 
 
 def publish(code: str, as_: str = "marketing", now: dt.datetime = PUBLISHED_AT) -> packages.Outcome:
-    return packages.act(packages.publish, code, as_=as_, now=now)
+    return packages.act(orders.publish, code, as_=as_, now=now)
 
 
 def published_at(code: str):

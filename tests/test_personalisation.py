@@ -190,12 +190,13 @@ class TestMarkers:
         ("rtf", r"{\rtf1 [PRO.NOM|{\b x}]}", []),  # a default holds no RTF group
     ])
     def test_template_fields(self, syntax, text, found):
-        from campflow.core.fields import template_fields
+        from campflow.core.template_fields import template_fields
 
         assert [tuple(vars(f).values()) for f in template_fields(text, syntax)] == found
 
     def test_html_default_is_template_text_and_follows_into_the_text_part(self):
-        from campflow.render.mail import FieldText, html_escape, html_to_text
+        from campflow.render.bodies import FieldText, html_escape
+        from campflow.render.plain_text import html_to_text
 
         html_body = FieldText.parse("<p>[[PRO.NOM|Cher&nbsp;client &amp; ami]] / [[VILLE]]</p>", "html", html_escape)
         text = html_body.derive(html_to_text)
@@ -205,7 +206,8 @@ class TestMarkers:
         assert text.render(["", "A&B"]) == "Cher client & ami / A&B\n"
 
     def test_rtf_default_and_the_rtf_marker_in_the_error(self):
-        from campflow.render.mail import EmptyField, FieldText, rtf_escape, rtf_to_text
+        from campflow.render.bodies import EmptyField, FieldText, rtf_escape
+        from campflow.render.plain_text import rtf_to_text
 
         rtf = FieldText.parse(r"{\rtf1 Bonjour [PRO.NOM|Cher abonn\'e9], [party.city].}", "rtf", rtf_escape)
         text = rtf.derive(rtf_to_text)
@@ -218,7 +220,7 @@ class TestMarkers:
             rtf.render(["x", ""])
 
     def test_document_fields_default(self):
-        from campflow.render.mail import EmptyField
+        from campflow.render.bodies import EmptyField
         from tasks.kinds.document_mailing import MergePlan
 
         plan = MergePlan(None, (), (("NOM", 0), ("VILLE", 1)),  # type: ignore[arg-type]

@@ -215,7 +215,8 @@ class TestCallSheet:
         assert status("P004") == ("to_process", 0, None)
 
     def test_a_sheet_of_earlier_answers_imports_back_unchanged(self, calls, cli):
-        from campflow.store.phoning import Answered, Call, load_card, record_call
+        from campflow.store.phoning import Answered, load_card
+        from campflow.store.phoning_calls import Call, record_call
 
         step = phoning_step()
         question = {q.code: q.id for q in step.questions}
@@ -390,7 +391,8 @@ class TestNextCall:
             assert self.offered(step, operators[4]).party_code == "P001"  # released: free again
 
     def test_phoning_contact_goes_contact_by_contact(self, calls):
-        from campflow.store.phoning import Call, CallClaims, record_call
+        from campflow.store.phoning import CallClaims
+        from campflow.store.phoning_calls import Call, record_call
 
         step = phoning_step("PARCONTACT")
         with CallClaims(db.engine()) as claims:
@@ -414,7 +416,8 @@ class TestNextCall:
             assert self.offered(step, claims).who == "P003"  # no contact: the party itself
 
     def test_a_call_settled_meanwhile_is_not_overwritten(self, calls, cli):
-        from campflow.store.phoning import Answered, Call, CallClaims, CallTaken, record_call
+        from campflow.store.phoning import Answered, CallClaims, CallTaken
+        from campflow.store.phoning_calls import Call, record_call
 
         step = phoning_step()
         with CallClaims(db.engine()) as claims:
@@ -426,7 +429,8 @@ class TestNextCall:
         assert answers("P001") == {}
 
     def test_contacts_of_a_party_level_call_take_its_status(self, calls):
-        from campflow.store.phoning import Call, CallClaims, record_call
+        from campflow.store.phoning import CallClaims
+        from campflow.store.phoning_calls import Call, record_call
 
         execute("""insert into step_target_contact (step_id, contact_id, party_id)
                    select s.id, c.id, c.party_id from step s, contact c join party p on p.id = c.party_id

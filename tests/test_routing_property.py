@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 
 from campflow.core.compiler import compile_rule
-from campflow.core.formula import And, Not, Or, Ref, evaluate, evaluate_condition, to_text
+from campflow.core.formula import And, Not, Or, Ref, evaluate, to_text
+from campflow.core.where import evaluate_condition
 from campflow.store import db
 from campflow.store.catalog import load_known
 from campflow.store.routing import RuleJoins, rule_sql

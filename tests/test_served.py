@@ -291,7 +291,7 @@ def smtp_on():
     """Starts the SMTP server on a given port (the cause of the failure fixed)."""
     from aiosmtpd.controller import Controller
 
-    from blocks.channels import close_connections
+    from blocks.smtp_pool import close_connections
     from tests.conftest import Sink
 
     controllers = []
@@ -373,7 +373,7 @@ class TestNetwork:
         from prefect.deployments import run_deployment
         from prefect.input.run_input import keyset_from_paused_state
 
-        from campflow.network import packages
+        from campflow.network import orders, packages
         from tests.test_orders import VALUES
         from tests.test_packages import BRIEF, NETWORK
 
@@ -391,7 +391,7 @@ class TestNetwork:
         to = {email.message_from_bytes(path.read_bytes())["To"] for path in set(mailed.glob("*.eml")) - before}
         assert {"lyon@store.test", "paris@store.test"} <= to
 
-        outcome = packages.act(packages.create_order, "PKG-FORM", as_="lyon", values=VALUES)
+        outcome = packages.act(orders.create_order, "PKG-FORM", as_="lyon", values=VALUES)
         order_id, = outcome.order_ids
         review = run_deployment("approve-order/campflow", parameters={"order": order_id}, timeout=0)
 
@@ -422,13 +422,13 @@ class TestNetwork:
         from prefect import get_client
         from prefect.flow_runs import resume_flow_run
 
-        from campflow.network import packages
+        from campflow.network import orders, packages
         from tests.test_orders import VALUES
         from tests.test_packages import BRIEF, NETWORK
 
         (tmp_path / "brief.txt").write_text(BRIEF, encoding="utf-8")
         apply(cli, tmp_path, NETWORK)
-        packages.act(packages.publish, "PKG-FORM", as_="marketing")
+        packages.act(orders.publish, "PKG-FORM", as_="marketing")
         first = order_for("lyon", VALUES)
         second = order_for("paris", {"MAGASIN": "Paris Opéra", "REMISE": "10 %"})
 
@@ -460,13 +460,13 @@ class TestNetwork:
 
     def test_an_approval_not_answered_in_time_fails_and_the_order_stays_pending(self, on_server, cli, tmp_path,
                                                                                output_dir):
-        from campflow.network import packages
+        from campflow.network import orders, packages
         from tests.test_orders import VALUES
         from tests.test_packages import BRIEF, NETWORK
 
         (tmp_path / "brief.txt").write_text(BRIEF, encoding="utf-8")
         apply(cli, tmp_path, NETWORK)
-        packages.act(packages.publish, "PKG-FORM", as_="marketing")
+        packages.act(orders.publish, "PKG-FORM", as_="marketing")
         order_id = order_for("lyon", VALUES)
         run = review_run(order_id, timeout_hours=0.001)  # 3 seconds
         failed = final_state(on_server, run.id)
@@ -510,8 +510,8 @@ def run_deployment_of(name: str, **parameters):
 
 
 def order_for(operator: str, values: dict) -> int:
-    from campflow.network import packages
-    order_id, = packages.act(packages.create_order, "PKG-FORM", as_=operator, values=values).order_ids
+    from campflow.network import orders, packages
+    order_id, = packages.act(orders.create_order, "PKG-FORM", as_=operator, values=values).order_ids
     return order_id
 
 

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from openpyxl import Workbook
 
 from campflow.errors import ImportRejected
-from campflow.render.sheets import EXTRA, Column, fold_header, open_sheet
+from campflow.render.sheet_files import open_sheet
+from campflow.render.sheets import EXTRA, Column, fold_header
 
 ALIASES = {
     "kind": ["FICHE", "KIND"],

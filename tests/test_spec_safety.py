@@ -20,7 +20,7 @@ import pytest
 
 from campflow.core.kinds import StepContext
 from campflow.errors import CampflowError
-from campflow.network import packages
+from campflow.network import orders, packages
 from campflow.paths import PathRefused, read_stored
 from campflow.render import mail
 from campflow.specs.schema import FREE_FORM_NODES, LABEL_MAX
@@ -419,4 +419,4 @@ class TestPathsAtRunTime:
         assert cli("apply", specs / "spec.yaml").code == 0
         swap(specs / "file.txt", secret / "file.txt")
         with pytest.raises(CampflowError, match="document refused: .* is no longer the file the spec named"):
-            packages.act(packages.publish, "PKG", as_="marketing", now=dt.datetime(2030, 1, 2, tzinfo=dt.UTC))
+            packages.act(orders.publish, "PKG", as_="marketing", now=dt.datetime(2030, 1, 2, tzinfo=dt.UTC))

@@ -13,7 +13,8 @@ import pytest
 from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
 
-from campflow.render.wordmerge import WordTemplate, merge_document, merge_tokens
+from campflow.render.word_codes import merge_tokens
+from campflow.render.wordmerge import WordTemplate, merge_document
 from tests.conftest import scalar
 
 

@@ -42,7 +42,7 @@ def list_(operation: OperationArg,
 
     Example: campflow approvals list SALON-ERP-2026 --step VALID --as lyon1
     """
-    from campflow.store.approvals import operation_lists
+    from campflow.store.approval_lists import operation_lists
     from campflow.store.identity import actor
 
     with db.session() as session:
@@ -71,7 +71,8 @@ def show(operation: OperationArg, step: StepArg, entity: EntityOption = None, as
 
     Example: campflow approvals show SALON-ERP-2026 VALID --as lyon1
     """
-    from campflow.store.approvals import find_step, list_rows
+    from campflow.store.approval_lists import list_rows
+    from campflow.store.approvals import find_step
     from campflow.store.identity import actor
 
     with db.session() as session:
@@ -101,7 +102,8 @@ def _contacts(contacts: list[dict]) -> str:
 
 def _change(operation: str, step: str, parties: list[str], removed: bool, entity: str | None,
             as_: str | None, as_json: bool) -> None:
-    from campflow.store.approvals import change_parties, find_step
+    from campflow.store.approval_lists import change_parties
+    from campflow.store.approvals import find_step
     from campflow.store.identity import actor
 
     with db.session() as session:
@@ -151,7 +153,7 @@ def approve(operation: OperationArg, step: StepArg, entity: EntityOption = None,
 
     Example: campflow approvals approve SALON-ERP-2026 VALID --as lyon1
     """
-    from campflow.store.approvals import approve as approve_list
+    from campflow.store.approval_lists import approve as approve_list
     from campflow.store.approvals import find_step
     from campflow.store.identity import actor
 
@@ -177,7 +179,8 @@ def import_(operation: OperationArg, step: StepArg,
 
     Example: campflow approvals import SALON-ERP-2026 VALID SALON-ERP-2026-VALID-LYON.xlsx --as lyon1
     """
-    from campflow.store.approvals import find_step, import_list
+    from campflow.store.approval_lists import import_list
+    from campflow.store.approvals import find_step
     from campflow.store.identity import actor
 
     with db.session() as session:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from campflow.cli.common import JSON_OPTION_HELP, console, err_console, escape, print_json, print_table
 from campflow.errors import CampflowError
-from campflow.network import packages
+from campflow.network import orders, packages
 from campflow.store import db, identity
 from models import Entity
 
@@ -192,7 +192,7 @@ def packages_publish(
 
     Example: campflow packages publish PKG-SOLDES --as marketing
     """
-    _report(packages.act(packages.publish, code, as_=as_))
+    _report(packages.act(orders.publish, code, as_=as_))
 
 
 # ---------------------------------------------------------------- orders
@@ -212,7 +212,7 @@ def orders_create(
 
     Example: campflow orders create PKG-CATALOGUE --as lyon --value MAGASIN="Lyon Bellecour" --value "REMISE=15 %"
     """
-    _report(packages.act(packages.create_order, package, as_=as_, values=parse_values(value), entity=entity))
+    _report(packages.act(orders.create_order, package, as_=as_, values=parse_values(value), entity=entity))
 
 
 @orders_app.command("edit")
@@ -225,7 +225,7 @@ def orders_edit(order: OrderArgument, value: ValueOption = None, as_: AsOption =
     """
     if not value:
         raise CampflowError("nothing to change: give --value FIELD=VALUE")
-    _report(packages.act(packages.edit_order, order, as_=as_, values=parse_values(value)))
+    _report(packages.act(orders.edit_order, order, as_=as_, values=parse_values(value)))
 
 
 @orders_app.command("cancel")
@@ -238,7 +238,7 @@ def orders_cancel(
 
     Example: campflow orders cancel 12 --as lyon
     """
-    _report(packages.act(packages.cancel_order, order, as_=as_, comment=comment))
+    _report(packages.act(orders.cancel_order, order, as_=as_, comment=comment))
 
 
 @orders_app.command("list")
@@ -293,7 +293,7 @@ def orders_approve(
 
     Example: campflow orders approve 12 --as marketing --comment "Bonne campagne"
     """
-    _report(packages.act(packages.approve_order, order, as_=as_, comment=comment))
+    _report(packages.act(orders.approve_order, order, as_=as_, comment=comment))
 
 
 @orders_app.command("reject")
@@ -306,7 +306,7 @@ def orders_reject(
 
     Example: campflow orders reject 12 --as marketing --comment "Budget épuisé pour Lyon"
     """
-    _report(packages.act(packages.reject_order, order, as_=as_, comment=comment))
+    _report(packages.act(orders.reject_order, order, as_=as_, comment=comment))
 
 
 @orders_app.command("review")

@@ -26,7 +26,6 @@ from campflow.store.phoning import (
     NO_ANSWER,
     Answered,
     BadAnswer,
-    Call,
     CallClaims,
     CallQuestion,
     CallTaken,
@@ -34,14 +33,11 @@ from campflow.store.phoning import (
     PhoningStep,
     count_calls,
     find_phoning_step,
-    missing_answers,
     next_call,
-    outcome_statuses,
     parse_answer,
     parse_callback_at,
-    record_call,
-    shown_callback,
 )
+from campflow.store.phoning_calls import Call, missing_answers, outcome_statuses, record_call, shown_callback
 
 SKIP = "skip"
 OTHER = "other"

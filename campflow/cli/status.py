@@ -83,7 +83,7 @@ def import_(
 
     Example: campflow answers import SALON-ERP-2026 S2 appels-S2.xlsx --report rejets.csv
     """
-    from campflow.store.answers import import_answers
+    from campflow.store.answer_imports import import_answers
 
     with db.session() as session:
         result = import_answers(session, operation, step, file, skip_bad_rows=skip_bad_rows,

@@ -13,7 +13,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 from campflow.errors import CampflowError
-from campflow.render.mail import sender_header
+from campflow.render.headers import sender_header
 
 CHANNEL = "notifications"
 
@@ -32,7 +32,8 @@ def notify(to: Sequence[str], subject: str, body: str, attachments: Sequence[Pat
     if not addresses:
         return []
     # Prefect's blocks load here, not at import: the CLI's commands that never notify stay quick.
-    from blocks.channels import SENT, FileChannel, Outgoing, load_channel
+    from blocks.channels import FileChannel, load_channel
+    from blocks.senders import SENT, Outgoing
     from campflow.orchestration.local_server import use_local_server
 
     use_local_server()

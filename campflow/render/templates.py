@@ -5,7 +5,7 @@ from __future__ import annotations
 from jinja2 import TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from campflow.core.fields import FieldCatalog
+from campflow.core.field_catalog import FieldCatalog
 from campflow.errors import FormulaError
 
 # names a template may use as tables: `{{ party.name }}`, `{{ contact.first_name }}`…

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -32,19 +32,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from lxml import etree
-from mailmerge import NAMESPACES, MailMerge
+from mailmerge import NAMESPACES
 from mailmerge.conditional_field import ConditionalField
 from mailmerge.field import NextField
-from mailmerge.mailmerge import MailMergeDocx
-from mailmerge.mergedata import MergeData
-from mailmerge.mergeoptions import MailMergeOptions
-from mailmerge.part import Part
 from mailmerge.unique_man import UniqueIdsManager
 
-from campflow.core.fields import FieldCatalog
-from campflow.errors import CampflowError, FormulaError
+from campflow.errors import CampflowError
+from campflow.render.word_codes import LAYOUT_CODES, RECORD_CODES, W, _MailMerge, unmerged_codes
 
-W = NAMESPACES["w"]
 R = NAMESPACES["r"]
 RELATIONSHIPS = NAMESPACES["rr"]
 CONTENT_TYPES = "[Content_Types].xml"
@@ -58,88 +53,6 @@ _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 class TemplateError(CampflowError):
     """A `.docx` master that cannot be merged; the message names the file and what is wrong."""
-
-
-# --- field codes ------------------------------------------------------------------------------
-
-# Word in French writes `CHAMP DE FUSION` (older versions `CHAMPFUSION`) where English Word
-# writes MERGEFIELD; Word reads field codes in any case
-MERGE_CODES = (("MERGEFIELD",), ("CHAMPFUSION",), ("CHAMPDEFUSION",), ("CHAMP", "DE", "FUSION"))
-RECORD_CODES = ("NEXT", "NEXTIF", "SKIPIF")  # refused by WordTemplate with their own message
-# fields Word computes itself from the document, whatever the record: left in the letter as they are
-LAYOUT_CODES = frozenset((
-    "PAGE", "NUMPAGES", "SECTIONPAGES", "SECTION", "DATE", "TIME", "CREATEDATE", "SAVEDATE", "PRINTDATE",
-    "HYPERLINK", "REF", "PAGEREF", "NOTEREF", "STYLEREF", "SEQ", "TOC", "TC", "INDEX", "XE", "SYMBOL",
-    "FORMTEXT", "FORMCHECKBOX", "FORMDROPDOWN", "INCLUDEPICTURE", "EQ", "LISTNUM", "FILENAME",
-    "AUTHOR", "TITLE", "SUBJECT", "DOCPROPERTY", "NUMWORDS", "NUMCHARS", "ADVANCE", "QUOTE", "SHAPE",
-))
-
-
-def merge_tokens(tokens: list[str]) -> list[str]:
-    """A field's instruction tokens with its merge code as docx-mailmerge2 knows it: MERGEFIELD
-    for the French spellings, upper case (`mergefield` is a merge field to Word too)."""
-    upper = [token.upper() for token in tokens[:3]]
-    for code in MERGE_CODES:
-        if tuple(upper[:len(code)]) == code:
-            return ["MERGEFIELD", *tokens[len(code):]]
-    if upper and upper[0] in RECORD_CODES:
-        return [upper[0], *tokens[1:]]
-    return tokens
-
-
-class _MergeData(MergeData):
-    @classmethod
-    def _get_field_tokens(cls, instr):  # noqa: ANN001, ANN206 - docx-mailmerge2's signature
-        return merge_tokens(super()._get_field_tokens(instr))
-
-
-class _MailMerge(MailMerge):
-    """docx-mailmerge2's parsing (MailMerge.__init__ of 1.0.x) with the merge codes above."""
-
-    def __init__(self, file: IO[bytes]) -> None:  # noqa: D107
-        self.options = MailMergeOptions()
-        self.docx = MailMergeDocx(file)
-        self.merge_data = _MergeData(options=self.options)
-        self.new_parts = []
-        self._has_unmerged_fields = False
-        try:
-            self.docx.fill_parts()
-            for part_info in self.docx.get_parts():
-                Part(self.merge_data, part_info["part"]).parse()
-        except Exception:
-            self.docx.close()
-            raise
-
-
-def unmerged_codes(root: Any) -> list[str]:
-    """The codes of the fields left in a parsed part (merge fields are MergeField elements by
-    then), in document order: the simple ones' `w:instr`, the complex ones' instruction runs."""
-    codes: list[str] = []
-    open_fields: list[list[str] | None] = []  # per open field: its instruction text so far, None past it
-    for element in root.iter(f"{{{W}}}fldSimple", f"{{{W}}}fldChar", f"{{{W}}}instrText"):
-        if element.tag == f"{{{W}}}fldSimple":
-            codes.append(element.get(f"{{{W}}}instr", ""))
-        elif element.tag == f"{{{W}}}instrText":
-            if open_fields and open_fields[-1] is not None:
-                open_fields[-1].append(element.text or "")
-        else:
-            kind = element.get(f"{{{W}}}fldCharType")
-            if kind == "begin":
-                open_fields.append([])
-            elif open_fields and kind in ("separate", "end"):
-                text = open_fields[-1]
-                if text is not None:
-                    codes.append("".join(text))
-                if kind == "end":
-                    open_fields.pop()
-                else:
-                    open_fields[-1] = None
-    return [code for code in (_first_word(c) for c in codes) if code]
-
-
-def _first_word(instruction: str) -> str:
-    words = instruction.replace('"', " ").split()
-    return words[0] if words else ""
 
 
 # --- reading a template ----------------------------------------------------------------------
@@ -474,66 +387,6 @@ def _date_text(value: dt.date | dt.time) -> str:
     if isinstance(value, dt.date):
         return value.strftime("%d/%m/%Y")
     return value.strftime("%H:%M")
-
-
-# --- field mapping ---------------------------------------------------------------------------
-
-
-def template_fields(path: Path | str) -> tuple[str, ...]:
-    """The names of a `.docx` master's merge fields, in document order; TemplateError if unusable."""
-    return WordTemplate(path).fields
-
-
-def map_fields(names: Sequence[str], fields: Mapping[str, str],
-               catalog: FieldCatalog, template: str = "the template") -> tuple[dict[str, str], list[str]]:
-    """Each merge field's `TABLE.FIELD` text, and a message per field that maps to nothing.
-
-    A name listed in `fields` (exactly, else ignoring case) takes the field given there;
-    `TABLE__FIELD` names and field-dictionary names stand for themselves.
-    """
-    folded = {key.casefold(): target for key, target in fields.items()}
-    aliases = {alias.casefold() for alias in catalog.aliases if "." not in alias}
-    mapping: dict[str, str] = {}
-    problems: list[str] = []
-    for name in names:
-        target = fields.get(name, folded.get(name.casefold()))
-        if target is not None:
-            mapping[name] = target
-            continue
-        if "__" in name or name.casefold() in aliases:
-            try:
-                catalog.resolve(name)
-            except FormulaError as error:
-                problems.append(f"{template}: merge field {name!r}: {error.message}; correct it in "
-                                "the template or map it under document.fields")
-                continue
-            mapping[name] = name
-            continue
-        problems.append(f"{template}: merge field {name!r} has no mapping (its name is not "
-                        f"TABLE__FIELD such as PCFIDX__NOM); add it under document.fields, "
-                        f"e.g. \"{name}: {_guess(name, catalog)}\"")
-    return mapping, problems
-
-
-def _guess(name: str, catalog: FieldCatalog) -> str:
-    """The field a bare name would mean (`Ville` → party.city), else an example."""
-    try:
-        return str(catalog.resolve(re.sub(r"\W+", "_", name).strip("_") or "x"))
-    except FormulaError:
-        return "contact.first_name"
-
-
-def check_template(path: Path, fields: Mapping[str, str], catalog: FieldCatalog) -> list[str]:
-    """Apply-time problems of a document step's template: not a Word file, unmapped fields."""
-    try:
-        template = WordTemplate(path)
-    except TemplateError as error:
-        return [str(error)]
-    unknown = [f"template {path.name}: field code {code} is not one campflow's merge understands (it merges "
-               "MERGEFIELD, in French CHAMP DE FUSION or CHAMPFUSION, and leaves Word's own fields such as "
-               "PAGE, DATE or HYPERLINK to Word); remove it, or replace it with a merge field"
-               for code in template.unknown_codes]
-    return unknown + map_fields(template.fields, fields, catalog, f"template {path.name}")[1]
 
 
 def merge_document(template: Path | str | WordTemplate, values: Mapping[str, Any]) -> bytes:

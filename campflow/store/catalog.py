@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from campflow.core.fields import FieldCatalog
+from campflow.core.field_catalog import FieldCatalog
 from models import (
     Answer,
     Collaborator,

@@ -1,5 +1,5 @@
 """Conditions as SQL over the party table (and the operation's or a step's own fields); the
-meaning mirrors `campflow.core.formula.evaluate_condition`."""
+meaning mirrors `campflow.core.where.evaluate_condition`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, cast, exists, false, func, literal, not_, or_, select, true
 from sqlalchemy.types import Numeric, Text
 
-from campflow.core.fields import FieldCatalog, FieldRef, unsupported_condition_field
-from campflow.core.formula import And, Node, Not, Or, Ref, parse_where
+from campflow.core.field_catalog import FieldCatalog
+from campflow.core.fields import FieldRef, unsupported_condition_field
+from campflow.core.formula import And, Node, Not, Or, Ref
+from campflow.core.where import parse_where
 from campflow.errors import CampflowError, FormulaError
 from models import Contact, Operation, Party, Step
 
@@ -60,7 +62,7 @@ def compare_sql(value: ColumnElement[Any], op: str, expected: Any) -> ColumnElem
 
 
 def _number(expected: Any) -> Any:
-    from campflow.core.formula import _as_number  # the same rule as the Python side
+    from campflow.core.where import _as_number  # the same rule as the Python side
 
     return _as_number(expected)
 

@@ -15,19 +15,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true, union, update
 from sqlalchemy.orm import Session
 
-from campflow.core.fields import FieldCatalog, FieldRef
+from campflow.core.field_catalog import FieldCatalog
+from campflow.core.fields import FieldRef
 from campflow.errors import CampflowError, FormulaError
 from campflow.store.catalog import load_field_catalog
-from models import (
-    Distribution,
-    DistributionRule,
-    Operation,
-    OperationTarget,
-    Order,
-    Package,
-    Party,
-    Step,
-)
+from models import Distribution, DistributionRule, Operation, OperationTarget, Order, Package, Party, Step
 
 # ---------------------------------------------------------------- which party belongs to which entity
 

@@ -12,15 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from campflow.errors import ImportRejected, Problem
-from campflow.render.sheets import EXTRA, Sheet, open_sheet
-from campflow.store.staging import (
-    Rejections,
-    copy_rows,
-    create_stage,
-    drop_rejected,
-    progress,
-    reject_where,
-)
+from campflow.render.sheet_files import open_sheet
+from campflow.render.sheets import EXTRA, Sheet
+from campflow.store.staging import Rejections, copy_rows, create_stage, drop_rejected, progress, reject_where
 
 # FICHE values (Divalto's record tables) and the kinds' own names
 KIND_CODES = {"CLI": "client", "PRO": "prospect", "FOU": "supplier", "VRP": "sales_rep", "TIA": "other"}

@@ -16,20 +16,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from campflow.core.compiler import OperationPlan, RoutePlan, Rule, StepPlan
-from campflow.core.fields import FieldCatalog
+from campflow.core.field_catalog import FieldCatalog
 from campflow.errors import CampflowError
 from campflow.store.conditions import compare_sql, field_condition, scope_condition, to_sql
 from campflow.store.distribution import collaborating_parties
-from models import (
-    Answer,
-    Operation,
-    OperationTarget,
-    Party,
-    Question,
-    Questionnaire,
-    Step,
-    StepTarget,
-)
+from models import Answer, Operation, OperationTarget, Party, Question, Questionnaire, Step, StepTarget
 
 # when contacts disagree, the party takes the most favourable of their statuses
 STATUS_PRIORITY = ("ok_continue", "not_processed_continue", "failed", "excluded")

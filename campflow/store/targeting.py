@@ -12,7 +12,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased
 
 from campflow.errors import CampflowError, NotFound
-from campflow.render.sheets import EXTRA, open_sheet
+from campflow.render.sheet_files import open_sheet
+from campflow.render.sheets import EXTRA
 from campflow.store.catalog import load_field_catalog
 from campflow.store.conditions import where_clause
 from campflow.store.imports import KIND_CODES, kind_of

@@ -24,21 +24,16 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from blocks.storage import publish
-from campflow.core.fields import FieldRef, split_default
+from campflow.core.fields import FieldRef
 from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
+from campflow.core.template_fields import split_default
 from campflow.errors import CampflowError, Problem, SpecError
 from campflow.paths import PathRefused, read_stored
-from campflow.render.mail import DEFAULT_EXAMPLE, EmptyField, is_empty
-from campflow.render.wordmerge import TemplateError, WordTemplate, check_template, map_fields
+from campflow.render.bodies import DEFAULT_EXAMPLE, EmptyField, is_empty
+from campflow.render.word_mapping import check_template, map_fields
+from campflow.render.wordmerge import TemplateError, WordTemplate
 from campflow.store.catalog import load_field_catalog
-from campflow.store.records import (
-    FieldColumn,
-    RecordQuery,
-    claim_parties,
-    mark_processed,
-    question_ids,
-    resolve_fields,
-)
+from campflow.store.records import FieldColumn, RecordQuery, claim_parties, mark_processed, question_ids, resolve_fields
 
 FETCH_ROWS = 1_000  # rows per round trip of the server-side cursor
 FIX = "nothing was merged; fix the step's document settings or its template and apply it again"

@@ -21,30 +21,14 @@ from sqlalchemy import Integer, and_, func, null, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Text
 
-from blocks.channels import (
-    DEFAULT_CHANNELS,
-    SENT,
-    Channel,
-    ChannelError,
-    Delivery,
-    FileChannel,
-    FileSender,
-    Outgoing,
-    SmtpSender,
-    load_channel,
-)
+from blocks.channels import DEFAULT_CHANNELS, Channel, FileChannel, load_channel
 from blocks.lookup import default_blocks_available
+from blocks.senders import SENT, ChannelError, Delivery, FileSender, Outgoing, SmtpSender
 from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
 from campflow.errors import CampflowError
-from campflow.render.mail import (
-    EmptyField,
-    MessageTemplate,
-    Recipient,
-    TemplateRefused,
-    check_address,
-    compile_message,
-    message_filename,
-)
+from campflow.render.bodies import EmptyField, TemplateRefused
+from campflow.render.headers import check_address, message_filename
+from campflow.render.mail import MessageTemplate, Recipient, compile_message
 from campflow.store.outbox import PENDING, OutboxWriter, remember, settle_statuses, start_run
 from campflow.store.records import (
     CLAIMED,

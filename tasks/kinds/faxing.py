@@ -20,12 +20,14 @@ from typing import Any
 import phonenumbers
 from sqlalchemy.orm import Session
 
-from blocks.channels import Channel, ChannelError, FileChannel, Outgoing, load_channel
+from blocks.channels import Channel, FileChannel, load_channel
 from blocks.fax import FaxGateway
+from blocks.senders import ChannelError, Outgoing
 from campflow.core.fields import FieldRef
 from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
 from campflow.errors import CampflowError
-from campflow.render.mail import EmptyField, message_filename, sender_header
+from campflow.render.bodies import EmptyField
+from campflow.render.headers import message_filename, sender_header
 from campflow.render.wordmerge import merge_document
 from campflow.store.outbox import PENDING, OutboxWriter, remember, settle_statuses, start_run
 from campflow.store.records import FieldColumn, RecordQuery, batches, claim_parties, question_ids

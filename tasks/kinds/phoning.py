@@ -29,8 +29,9 @@ from sqlalchemy.orm import Session
 from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
 from campflow.errors import closest
 from campflow.render.sheets import fold_header
-from campflow.store.answers import SHEET_COLUMNS
-from campflow.store.phoning import CALLS_SQL, Answered, CallQuestion, PhoningStep, add_contact_rows, phoning_step
+from campflow.store.answer_imports import SHEET_COLUMNS
+from campflow.store.phoning import CALLS_SQL, Answered, CallQuestion, PhoningStep, phoning_step
+from campflow.store.phoning_calls import add_contact_rows
 from tasks.kinds.spreadsheet_export import FETCH_ROWS, cell_value, saved_atomically
 
 SHEET_TITLE = "Appels"
