@@ -1,4 +1,4 @@
-"""E-mail channels: Prefect blocks naming where a step's messages go; `blocks.senders` sends
+"""E-mail channels: Prefect blocks naming where a step's messages go; `campflow.delivery.senders` sends
 through them.
 
 * `SmtpChannel` holds a prefect-email `EmailServerCredentials` block (server, port, security,
@@ -19,8 +19,8 @@ from prefect_email import EmailServerCredentials
 from prefect_email.credentials import SMTPServer, SMTPType
 from pydantic import Field, field_validator
 
-from blocks.senders import ChannelError, FileSender, SmtpSender, _reply, sender_address
-from blocks.smtp_pool import _close
+from campflow.delivery.senders import ChannelError, FileSender, SmtpSender, _reply, sender_address
+from campflow.delivery.smtp_pool import _close
 from campflow.errors import CampflowError
 
 # the block each kind sends through when its step names none

@@ -221,7 +221,7 @@ def smtp():
     """A real SMTP server (aiosmtpd) on a free local port."""
     from aiosmtpd.controller import Controller
 
-    from blocks.smtp_pool import close_connections
+    from campflow.delivery.smtp_pool import close_connections
 
     sink = Sink()
     controller = Controller(sink, hostname="127.0.0.1", port=free_port())

@@ -10,10 +10,10 @@ import time
 import pytest
 from prefect_email import EmailServerCredentials
 
-from blocks import smtp_pool
 from blocks.channels import FileChannel, SmtpChannel, load_channel
-from blocks.senders import SENT, ChannelError, Outgoing
-from blocks.smtp_pool import RateLimit
+from campflow.delivery import smtp_pool
+from campflow.delivery.senders import SENT, ChannelError, Outgoing
+from campflow.delivery.smtp_pool import RateLimit
 from tests.conftest import free_port
 
 

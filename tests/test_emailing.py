@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from blocks.senders import IN_FLIGHT_PER_CONNECTION
+from campflow.delivery.senders import IN_FLIGHT_PER_CONNECTION
 from campflow.errors import CampflowError
 from campflow.store import db
 from tests.conftest import final_task_runs, free_port, rows, scalar
@@ -366,7 +366,8 @@ class TestFailures:
         assert len(statuses()) == 5
 
     def test_server_dropping_mid_batch_releases_what_was_not_sent(self, operation, smtp, cli, monkeypatch):
-        from blocks import channels, senders
+        from blocks import channels
+        from campflow.delivery import senders
 
         add_smtp(cli, "emailing", smtp.port, "Salon <salon@example.com>", "--concurrency", "1")
         no_retry(monkeypatch)
@@ -461,7 +462,8 @@ def kill_while_sending(port: int, out: Path, after: int, batch: int) -> None:
         import os
         from pathlib import Path
         from prefect_email import EmailServerCredentials
-        from blocks import channels, senders
+        from blocks import channels
+        from campflow.delivery import senders
         from campflow.store import db
         from sqlalchemy import text
         from tasks.kinds import emailing
@@ -532,7 +534,7 @@ def sigkill_while_sending(smtp, out: Path, after: int, concurrency: int) -> int:
 
 def _refuse(self):
     """SmtpChannel.connect to a server that went away: a ChannelError raised on a refused socket."""
-    from blocks.senders import ChannelError
+    from campflow.delivery.senders import ChannelError
 
     host, port, _ = self.server()
     try:

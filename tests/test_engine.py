@@ -324,7 +324,7 @@ class TestMayHeal:
             assert may_heal(error) is heals
 
     def test_an_exception_may_say_it_heals(self):
-        from blocks.senders import MessageLost
+        from campflow.delivery.senders import MessageLost
         from tasks.retries import may_heal
 
         assert may_heal(MessageLost("the connection died while the server took a message"))

@@ -291,7 +291,7 @@ def smtp_on():
     """Starts the SMTP server on a given port (the cause of the failure fixed)."""
     from aiosmtpd.controller import Controller
 
-    from blocks.smtp_pool import close_connections
+    from campflow.delivery.smtp_pool import close_connections
     from tests.conftest import Sink
 
     controllers = []

@@ -33,7 +33,7 @@ def notify(to: Sequence[str], subject: str, body: str, attachments: Sequence[Pat
         return []
     # Prefect's blocks load here, not at import: the CLI's commands that never notify stay quick.
     from blocks.channels import FileChannel, load_channel
-    from blocks.senders import SENT, Outgoing
+    from campflow.delivery.senders import SENT, Outgoing
     from campflow.orchestration.local_server import use_local_server
 
     use_local_server()

@@ -28,7 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from blocks.senders import DEFERRED, FAILED, SENT, UNKNOWN, Delivery
+from campflow.delivery.senders import DEFERRED, FAILED, SENT, UNKNOWN, Delivery
 from campflow.store import db
 
 SENDING = "sending"

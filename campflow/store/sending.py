@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from blocks.senders import Delivery, Outgoing
+from campflow.delivery.senders import Delivery, Outgoing
 from campflow.store.outbox import OutboxWriter
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from sqlalchemy.types import Text
 
 from blocks.channels import DEFAULT_CHANNELS, Channel, FileChannel, load_channel
 from blocks.lookup import default_blocks_available
-from blocks.senders import SENT, ChannelError, Delivery, FileSender, Outgoing, SmtpSender
 from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
+from campflow.delivery.senders import SENT, ChannelError, Delivery, FileSender, Outgoing, SmtpSender
 from campflow.errors import CampflowError
 from campflow.render.bodies import EmptyField, TemplateRefused
 from campflow.render.headers import check_address, message_filename

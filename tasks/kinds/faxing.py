@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 
 from blocks.channels import Channel, FileChannel, load_channel
 from blocks.fax import FaxGateway
-from blocks.senders import ChannelError, Outgoing
 from campflow.core.fields import FieldRef
 from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
+from campflow.delivery.senders import ChannelError, Outgoing
 from campflow.errors import CampflowError
 from campflow.render.bodies import EmptyField
 from campflow.render.headers import message_filename, sender_header

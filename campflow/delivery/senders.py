@@ -1,6 +1,6 @@
 """Sending through a channel: the file and SMTP senders and one message's SMTP delivery.
 
-SMTP connections come from the pool of `blocks.smtp_pool`; a connection the server dropped
+SMTP connections come from the pool of `campflow.delivery.smtp_pool`; a connection the server dropped
 between two messages is replaced without losing the message (nothing is accepted before DATA). `deliver` speaks MAIL / RCPT / DATA itself instead of
 `sendmail` so that it knows, when the connection dies, whether the message could have been
 accepted: only a drop after the DATA payload went out leaves a message of unknown fate.
@@ -18,7 +18,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import NamedTuple
 
-from blocks.smtp_pool import SmtpChannelLike, _close, _give_back, _rate_limit, _server_key, _take
+from campflow.delivery.smtp_pool import SmtpChannelLike, _close, _give_back, _rate_limit, _server_key, _take
 from campflow.errors import CampflowError
 
 # messages claimed and not yet settled per SMTP connection (SmtpSender.window): the one on the
