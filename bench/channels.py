@@ -212,7 +212,7 @@ def free_port() -> int:
 def _context(session: Any, step: str, output: Path) -> Any:
     from campflow.core.compiler import compile_operation, thaw
     from campflow.core.kinds import StepContext
-    from campflow.specs.apply import export_operation
+    from campflow.specs.export import export_operation
     from campflow.store import routing
 
     plan = compile_operation(export_operation(session, "BENCH"))

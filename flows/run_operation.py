@@ -19,11 +19,10 @@ from campflow.store import db
 from campflow.store.run_lock import RunLock
 from tasks.retries import error_of, may_heal
 from tasks.run_failure import run_failure
-from tasks.steps import StepReport, artifact_key, kind_task, load_plan
+from tasks.steps import StepReport, artifact_key, kind_task, load_plan, process_step
 
 # names the CLI, the other flows and scripts import from here
 __all__ = ["artifact_key", "funnel_markdown", "load_plan", "process_step", "run_operation"]
-from tasks.steps import process_step  # noqa: E402
 
 
 @flow(name="run-operation", flow_run_name="{operation}")

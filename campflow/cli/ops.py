@@ -148,7 +148,8 @@ def new(
 
     Example: campflow ops new SALON-LYON-2027 --from MODELE-SALON --label "Salon Lyon 2027"
     """
-    from campflow.specs.apply import apply_documents, document_from_data, export_operation, spec_file_of
+    from campflow.specs.apply import apply_documents, document_from_data
+    from campflow.specs.export import export_operation, spec_file_of
 
     with db.session() as session:
         data = export_operation(session, template)
@@ -198,7 +199,8 @@ def load_template(
     Example: campflow steps load-template SALON-ERP-2026 --from MODELE-SALON/RELANCE --as S7
     """
     from campflow.render.templating import copy_step_into
-    from campflow.specs.apply import apply_documents, document_from_data, export_operation, spec_file_of
+    from campflow.specs.apply import apply_documents, document_from_data
+    from campflow.specs.export import export_operation, spec_file_of
 
     source_op, _, source_step = source.partition("/")
     if not source_step:

@@ -105,7 +105,7 @@ def export(
 
     Example: campflow export SALON-ERP-2026 -o salon.yaml
     """
-    from campflow.specs.apply import export_operation, paths_outside, relative_paths
+    from campflow.specs.export import export_operation, paths_outside, relative_paths
     from campflow.store.access import require_operation_access
 
     with db.session() as session:

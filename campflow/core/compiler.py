@@ -1,6 +1,6 @@
 """Compile an operation (plain spec data) into a frozen plan the flow walks. Pure code.
 
-`compile_operation(snapshot)` takes the operation as `campflow.specs.apply.export_operation`
+`compile_operation(snapshot)` takes the operation as `campflow.specs.export.export_operation`
 returns it: no session, no Prefect. The plan lists action steps in dependency order, each
 with its routes (formulas parsed, default routes made explicit), who feeds it, and its due
 date; `str(plan)` is what `campflow run --dry-run` prints.

@@ -65,7 +65,8 @@ def create_child(session: Session, order: Order, package: Package, entity: Entit
         CampflowError: the child's code is taken by another operation, or too long.
         SpecError: the reference operation no longer passes the checks of `campflow apply`.
     """
-    from campflow.specs.apply import document_from_data, export_operation, spec_file_of, write_operation
+    from campflow.specs.apply import document_from_data, write_operation
+    from campflow.specs.export import export_operation, spec_file_of
     from campflow.specs.validate import check_batch
     from campflow.store.catalog import load_known
 

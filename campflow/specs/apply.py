@@ -20,15 +20,9 @@ from sqlalchemy.orm import Session
 from campflow.core.dates import aware
 from campflow.errors import CampflowError, Problem, SpecError
 from campflow.specs.documents import Document, read_specs
-from campflow.specs.export import (  # noqa: F401
-    _drop_none,
-    _resolved,
+from campflow.specs.export import (
     canonical_operation,
     export_operation,
-    export_steps,
-    paths_outside,
-    relative_paths,
-    spec_file_of,
 )
 from campflow.specs.schema import OperationSpec
 from campflow.specs.source import SourceDocument
