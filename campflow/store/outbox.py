@@ -168,11 +168,7 @@ class OutboxWriter:
         A run that lost its lock on the operation claims nothing more (`check_lock` raises): what
         came back is still settled, the rest stays `pending`; the step's thread raises the error.
         """
-        if ids:
-            try:
-                self.check_lock()
-            except Exception:
-                ids = ()
+        ids = self._still_locked(ids)
         try:
             claimed = self._advance(settled, ids)
         except DBAPIError as exc:
@@ -180,8 +176,18 @@ class OutboxWriter:
                 raise
             self.window_connection.close()
             self.window_connection = None
-            claimed = self._advance(settled, ids)
+            # the lock's connection may have died with this one: ask again before claiming anew
+            claimed = self._advance(settled, self._still_locked(ids))
         return claimed
+
+    def _still_locked(self, ids: Sequence[int]) -> Sequence[int]:
+        """`ids`, or none once the run lost its lock on the operation."""
+        if ids:
+            try:
+                self.check_lock()
+            except Exception:
+                return ()
+        return ids
 
     def _advance(self, settled: Settlement, ids: Sequence[int]) -> set[int]:
         if self.window_connection is None:
