@@ -1,5 +1,6 @@
 """SQLAlchemy models, spec schemas and Alembic migrations of campflow."""
 
+from models.accounts import Account, AuditEvent
 from models.base import Base
 from models.catalog import (
     Collaborator,
@@ -37,6 +38,8 @@ from models.targeting import (
 )
 
 __all__ = [
+    "Account",
+    "AuditEvent",
     "Distribution",
     "DistributionRule",
     "Entity",

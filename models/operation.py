@@ -51,6 +51,8 @@ class Operation(Base):
         ForeignKey("folder.id", ondelete="SET NULL"), index=True
     )
     family_id: Mapped[int | None] = mapped_column(ForeignKey("family.id"), index=True)
+    # collaborator groups that may see it; empty: its family's (campflow.store.access)
+    groups: Mapped[list[str]] = mapped_column(server_default="{}")
     type_id: Mapped[int | None] = mapped_column(ForeignKey("entity_type.id"))
     state: Mapped[str] = mapped_column(server_default="in_preparation", index=True)
     starts_at: Mapped[dt.datetime | None]

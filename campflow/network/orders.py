@@ -27,7 +27,7 @@ from campflow.network.packages import (
     validate_values,
 )
 from campflow.paths import PathRefused, read_stored
-from campflow.store.identity import Actor
+from campflow.store.identity import AccessDenied, Actor
 from models import Entity, Operation, Order, OrderEvent, Package
 from models.network import LIVE_ORDER_STATUSES
 
@@ -43,8 +43,8 @@ def publish(session: Session, code: str, actor: Actor, now: dt.datetime | None =
             past dates, a missing reference operation or document; nothing is changed.
     """
     now = _now(now)
-    if not actor.central:
-        raise CampflowError(f"only the central entity's operators publish packages; {actor.login} acts "
+    if not actor.may_change_network:
+        raise AccessDenied(f"only the central entity's operators publish packages; {actor.login} acts "
                             f"for {actor.entity_code}")
     package = find_package(session, code, lock=True)
     if package.published_at is not None:
@@ -311,9 +311,9 @@ def reject_order(session: Session, order_id: int, actor: Actor, comment: str = "
 
 
 def _decide(session: Session, order_id: int, actor: Actor, decision: str, comment: str, now: dt.datetime) -> Outcome:
-    if not actor.central:
-        raise CampflowError(f"only the central entity's operators approve or reject orders; {actor.login} acts for "
-                            f"{actor.entity_code}")
+    if not actor.may_decide:
+        raise AccessDenied(f"only the central entity's reviewers approve or reject orders; {actor.login} acts for "
+                           f"{actor.entity_code}")
     order, package, entity = _subject_order(session, order_id, actor)
     if order.status != "pending":
         raise CampflowError(f"order {order.id} of {entity.code} is already {order.status}"

@@ -1,18 +1,31 @@
-"""Who may read, change and run an operation of the network: the one rule every command (and the
-portal) asks before it lists or changes an operation."""
+"""Who may see, change and run what: the one access rule that the CLI (`--as`), the portal and
+the flows' forms ask before they list or change an operation, an order or a list.
+
+Two walls, both here:
+- the network: a local entity's operators see and change only what is their entity's; the
+  central entity's see everything of the network;
+- confidentiality (Divalto's family groups): an operation names the collaborator groups that may
+  see it (`groups:`), else its family's; an actor in none of them does not see it anywhere,
+  central operators included. Only the `admin` role, or a CLI command that names nobody (the
+  installation's administrator at its shell), sees past it.
+Nothing else filters by entity or group: see docs/access.md."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select, true
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.types import Text
 
-from campflow.errors import CampflowError
+from campflow.errors import CampflowError, NotFound
 from campflow.store import identity
+from campflow.store.identity import AccessDenied, Actor
 from models import (
     Entity,
+    Family,
     Operation,
     OperationTarget,
     Order,
@@ -30,9 +43,14 @@ def require_access(session: Session, code: str, owner_entity_id: int | None, as_
     the central entity (no owner) may be handled by the central entity's operators; a command
     naming nobody acts as before networks existed (the administrator).
     """
+    named = as_ or os.environ.get("CAMPFLOW_OPERATOR")
+    if named:
+        who = identity.actor(session, named) if session.scalar(select(func.count()).select_from(Entity)) \
+            or _is_account(session, named) else None
+        if who is not None and not may_see_operation(session, who, code):
+            raise NotFound(f"no operation {code}")  # as if it did not exist: confidential
     if not session.scalar(select(func.count()).select_from(Entity)):
         return
-    named = as_ or os.environ.get("CAMPFLOW_OPERATOR")
     if owner_entity_id is None and not named:
         return
     who = identity.actor(session, named)
@@ -86,3 +104,66 @@ def list_children(session: Session, reference: str, as_: str | None) -> list[dic
     return [{"code": c.code, "label": c.label, "entity": c.entity, "state": c.state,
              "order": orders.get(c.id, (None, None))[0], "order_status": orders.get(c.id, (None, None))[1],
              "targets": targets.get(c.id, 0), "funnel": funnel.get(c.id, {})} for c in children]
+
+
+# ---------------------------------------------------------------- confidentiality and visibility
+
+
+def _is_account(session: Session, login: str) -> bool:
+    from models import Account
+
+    return session.scalar(select(func.count()).select_from(Account).where(Account.login == login)) > 0
+
+
+def effective_groups() -> ColumnElement[Any]:
+    """The groups that may see an operation: its own `groups`, else its family's (SQL, per row)."""
+    family = select(Family.groups).where(Family.id == Operation.family_id).scalar_subquery()
+    return func.coalesce(func.nullif(Operation.groups, literal([], ARRAY(Text))), family,
+                         literal([], ARRAY(Text)))
+
+
+def visible_operations(who: Actor | None) -> ColumnElement[bool]:
+    """The where-clause on `operation` of what `who` may see (None: the administrator at its shell).
+
+    Confidential (groups) first, then the network: a local actor sees its entity's operations only.
+    """
+    if who is None or who.admin:
+        return true()
+    groups = effective_groups()
+    allowed = or_(func.cardinality(groups) == 0, groups.op("&&")(literal(sorted(who.groups), ARRAY(Text))))
+    if who.central:
+        return allowed
+    return and_(allowed, Operation.owner_entity_id == who.entity_id)
+
+
+def may_see_operation(session: Session, who: Actor | None, code: str) -> bool:
+    """Whether `who` may see operation `code` (confidentiality, then the network)."""
+    if who is None or who.admin:
+        return True
+    groups = session.scalar(select(effective_groups()).where(Operation.code == code))
+    if groups is None:  # no such operation: the caller says so
+        return True
+    return not groups or bool(set(groups) & who.groups)
+
+
+def cli_actor(session: Session, as_: str | None) -> Actor | None:
+    """The actor a CLI command acts as: the named one (--as, CAMPFLOW_OPERATOR), else None (the
+    administrator at its shell, who sees everything, as before accounts existed)."""
+    named = as_ or os.environ.get("CAMPFLOW_OPERATOR")
+    return identity.actor(session, named) if named else None
+
+
+def require_visible(session: Session, who: Actor | None, operation: Operation) -> Operation:
+    """The operation, or NotFound as if it did not exist when `who` may not see it."""
+    if who is None:
+        return operation
+    if not may_see_operation(session, who, operation.code) or (
+            not who.central and operation.owner_entity_id != who.entity_id):
+        raise NotFound(f"no operation {operation.code}")
+    return operation
+
+
+def require_decider(who: Actor, what: str) -> None:
+    """Refuse an actor who may not approve or reject (reviewers and admins may)."""
+    if not who.may_decide:
+        raise AccessDenied(f"{who.login} may not decide {what}; only the central entity's reviewers may")
