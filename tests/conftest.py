@@ -27,6 +27,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # commands run here use the `prefect` harness below, or Prefect's ephemeral server: never a local
 # server left running in the background (tests/test_local_prefect.py starts one on purpose)
 os.environ.setdefault("CAMPFLOW_PREFECT_SERVER", "ephemeral")
+# the portal signs sessions and links with it (else a Prefect Secret block is created)
+os.environ.setdefault("CAMPFLOW_SECRET_KEY", "test-key-" + "x" * 40)
 
 
 @pytest.fixture(scope="session", autouse=True)

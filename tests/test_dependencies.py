@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_CODE = ("campflow", "flows", "tasks", "blocks", "models", "examples")
 OWN = {"campflow", "flows", "tasks", "blocks", "models", "examples", "tests", "bench"}
 # declared without being imported, each for a reason docs/dependencies.md gives
-NOT_IMPORTED = {"fastapi": "a pin for the Prefect server", "pytest-xdist": "a pytest plugin (make test -n 2)",
+NOT_IMPORTED = {"python-multipart": "FastAPI reads the portal's forms with it",
+                "httpx2": "the FastAPI test client runs on it", "pytest-xdist": "a pytest plugin (make test -n 2)",
                 "import-linter": "a command CI runs (lint-imports)", "ruff": "a command CI runs (ruff check)"}
 
 

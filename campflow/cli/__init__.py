@@ -7,7 +7,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from campflow.cli import approvals, network, ops, servers, specs, status, targeting
+from campflow.cli import approvals, network, ops, servers, specs, status, targeting, users
 from campflow.cli import channels as channel_commands
 from campflow.cli import fax as fax_commands
 from campflow.cli import phoning as phoning_commands
@@ -34,6 +34,7 @@ fax_commands.register(app)
 servers.register(app)
 network.register(app)
 approvals.register(app)
+users.register(app)
 
 
 def main() -> None:

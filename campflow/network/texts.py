@@ -44,15 +44,15 @@ def check_template(name: str, text: str, where: str) -> None:
         raise CampflowError(f"{where} line {getattr(exc, 'lineno', '?')}: {exc}") from None
 
 
-def render_notice(name: str, overrides: Mapping[str, str] | None, **values: Any) -> tuple[str, str]:
-    """(subject, body) of notification `name`, from the package's override or the default."""
-    text = (overrides or {}).get(name) or default_text(name)
+def render_notice(notice: str, overrides: Mapping[str, str] | None, **values: Any) -> tuple[str, str]:
+    """(subject, body) of notification `notice`, from the package's override or the default."""
+    text = (overrides or {}).get(notice) or default_text(notice)
     env = sandbox()
     env.undefined = StrictUndefined
     try:
         rendered = env.from_string(text).render(**values)
     except TemplateError as exc:
-        raise CampflowError(f"notification template {name!r} cannot be rendered: {exc}") from None
+        raise CampflowError(f"notification template {notice!r} cannot be rendered: {exc}") from None
     head, _, body = rendered.partition("\n")
     subject = head.removeprefix("Subject:").strip()
     return " ".join(subject.split())[:200], body.lstrip("\n")
