@@ -274,3 +274,18 @@ class TestIsolation:
         lyon = signed_in("lyon.op")
         for path in ("/lists/LOCAL/R1", "/lists/LOCAL/EXPORT", "/lists/NOPE/A1", "/lists/LOCAL/ZZ"):
             assert lyon.get(path).status_code == 404, path
+
+    def test_a_confidential_operations_lists_are_hidden_outside_its_groups(self, accounts):
+        from campflow.store import db
+
+        with db.engine().begin() as conn:
+            conn.exec_driver_sql("update operation set groups = '{DIRECTION}' where code = 'LOCAL'")
+        lyon = signed_in("lyon.op")
+        assert "LOCAL" not in shown(lyon.get("/lists"))
+        assert lyon.get(LYON_LIST).status_code == 404
+        assert lyon.get(f"{LYON_LIST}/download").status_code == 404
+        hq = signed_in("hq.op")  # a central operator outside the groups is no exception
+        assert "Mailing local" not in shown(hq.get("/central/lists"))
+        assert hq.get(f"{LYON_LIST}?entity=LYON").status_code == 404
+        make_account("boss", "admin", entity="HQ")
+        assert "Mailing local" in shown(signed_in("boss").get("/central/lists"))
