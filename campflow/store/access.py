@@ -167,3 +167,54 @@ def require_decider(who: Actor, what: str) -> None:
     """Refuse an actor who may not approve or reject (reviewers and admins may)."""
     if not who.may_decide:
         raise AccessDenied(f"{who.login} may not decide {what}; only the central entity's reviewers may")
+
+
+# ---------------------------------------------------------------- what the portal lists
+
+
+def visible_children(session: Session, who: Actor) -> list[dict[str, Any]]:
+    """Every child operation `who` may see (a local operator: its entity's; the central entity's:
+    all, confidential ones aside), each with its reference, entity, state and funnel (parties per
+    status in each step), by reference then entity."""
+    from sqlalchemy.orm import aliased
+
+    reference = aliased(Operation)
+    children = session.execute(
+        select(Operation.id, Operation.code, Operation.label, Operation.state, Entity.code.label("entity"),
+               reference.code.label("reference"), reference.label.label("reference_label"))
+        .join(Entity, Entity.id == Operation.owner_entity_id)
+        .join(reference, reference.id == Operation.parent_operation_id)
+        .where(visible_operations(who)).order_by(reference.code, Entity.code, Operation.code)).all()
+    funnel = step_funnels(session, [c.id for c in children])
+    return [{"code": c.code, "label": c.label, "state": c.state, "entity": c.entity, "reference": c.reference,
+             "reference_label": c.reference_label, "funnel": funnel.get(c.id, {})} for c in children]
+
+
+def step_funnels(session: Session, operation_ids: list[int]) -> dict[int, dict[str, dict[str, int]]]:
+    """Parties per status in each step of those operations: operation id → step code → status → count."""
+    funnel: dict[int, dict[str, dict[str, int]]] = {}
+    for op, step, status, count in session.execute(
+            select(Step.operation_id, Step.code, StepTarget.status, func.count())
+            .join(StepTarget, StepTarget.step_id == Step.id).where(Step.operation_id.in_(operation_ids))
+            .group_by(Step.operation_id, Step.position, Step.code, StepTarget.status)
+            .order_by(Step.operation_id, Step.position, StepTarget.status)):
+        funnel.setdefault(op, {}).setdefault(step, {})[status] = count
+    return funnel
+
+
+def operation_view(session: Session, who: Actor, code: str) -> dict[str, Any]:
+    """An operation `who` may see (NotFound as if it did not exist otherwise): its steps, each
+    with its parties per status, and its owner and reference."""
+    from campflow.store.operations import find_operation
+
+    operation = require_visible(session, who, find_operation(session, code))
+    funnel = step_funnels(session, [operation.id]).get(operation.id, {})
+    steps = [{"code": s.code, "label": s.label, "kind": s.kind, "state": s.state, "funnel": funnel.get(s.code, {})}
+             for s in session.execute(select(Step.code, Step.label, Step.kind, Step.state)
+                                      .where(Step.operation_id == operation.id).order_by(Step.position))]
+    owner = session.scalar(select(Entity.code).where(Entity.id == operation.owner_entity_id)) \
+        if operation.owner_entity_id else None
+    reference = session.scalar(select(Operation.code).where(Operation.id == operation.parent_operation_id)) \
+        if operation.parent_operation_id else None
+    return {"code": operation.code, "label": operation.label, "state": operation.state,
+            "timezone": operation.timezone, "entity": owner, "reference": reference, "steps": steps}
