@@ -7,6 +7,7 @@ Real PostgreSQL, a real SMTP server for the notifications, the portal served in 
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -198,6 +199,7 @@ class TestDecisions:
         order_id = order_as(signed_in("lyon.op"), GOOD)
         shop.received.clear()
         review = signed_in("review")
+        assert f'action="/central/orders/{order_id}/reject"' in review.get(f"/orders/{order_id}").text
         page = review.get("/central/orders")
         assert page.status_code == 200 and f'action="/central/orders/{order_id}/approve"' in page.text
         assert review.post(f"/central/orders/{order_id}/approve", {"comment": "Parfait"}).status_code == 303
@@ -240,6 +242,7 @@ class TestDecisions:
         page = central.get("/central/orders")
         assert page.status_code == 200 and f"Order {order_id}" in page.text
         assert "/approve" not in page.text and "/reject" not in page.text
+        assert f'action="/central/orders/{order_id}/approve"' not in central.get(f"/orders/{order_id}").text
         assert central.post(f"/central/orders/{order_id}/approve").status_code == 404
         assert central.post(f"/central/orders/{order_id}/reject", {"comment": "non"}).status_code == 404
         assert status(order_id) == "pending"
@@ -283,6 +286,14 @@ class TestDocuments:
         lyon = signed_in("lyon.op")
         assert lyon.get("/packages/PKG-FORM/documents/2").status_code == 404
         assert lyon.get("/packages/PKG-FORM/documents/0").status_code == 404
+
+    def test_a_missing_file_is_said_without_its_path(self, shop):
+        os.remove(scalar("select documents[1] from package where code = 'PKG-FORM'"))
+        response = signed_in("lyon.op").get("/packages/PKG-FORM/documents/1")
+        assert response.status_code == 404 and "Document 1 of package PKG-FORM cannot be read now" in response.text
+        assert "brief.txt" not in response.text and "/tmp" not in response.text
+        assert rows("select login, action, outcome from audit_event where action = 'document_unreadable'") == [
+            ("lyon.op", "document_unreadable", "failed")]
 
 
 class TestIsolation:

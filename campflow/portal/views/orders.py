@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 from campflow.errors import CampflowError, NotFound
 from campflow.network import orders, packages
 from campflow.network.packages import FormValuesRefused
+from campflow.paths import PathRefused
 from campflow.portal.pages import redirect, render
 from campflow.portal.security import check_csrf, client_address, flash, local_only, signed_in
 from campflow.store import accounts, db
@@ -100,8 +101,15 @@ def package_page(request: Request, code: str, who: Actor = Depends(signed_in)):
 
 @router.get("/packages/{code}/documents/{number}")
 def package_document(request: Request, code: str, number: int, who: Actor = Depends(signed_in)):
-    with db.session() as session:
-        name, content = packages.package_document(session, code, number, who)
+    try:
+        with db.session() as session:
+            name, content = packages.package_document(session, code, number, who)
+    except PathRefused as exc:  # the file moved or was swapped: said without its path
+        accounts.audit_now(who.login, "document_unreadable", f"package {code} document {number}", outcome="failed",
+                           entity_id=who.entity_id, detail={"reason": str(exc)}, address=client_address(request))
+        return render(request, "error.html", status_code=404, title="Document unavailable",
+                      message=f"Document {number} of package {code} cannot be read now; the central entity "
+                              "has been told through its audit log.")
     disposition = f"attachment; filename*=UTF-8''{quote(name)}"
     return Response(content, media_type="application/octet-stream",
                     headers={"Content-Disposition": disposition})
