@@ -33,6 +33,20 @@ form:
   - {code: QUARTIER, label: Quartier secret, required: true}
 description: Réservé à Paris.
 documents: [paris-brief.txt]
+---
+kind: Package
+code: PKG-AUTO-NOW
+label: Catalogue automatique
+operation: REF
+owner: HQ
+collaboration: by_form
+approval: automatic
+visible_from: 2020-01-01T00:00
+visible_until: 2099-12-31T00:00
+registration_deadline: 2099-06-30T18:00
+audience: [LYON]
+form:
+  - {code: MAGASIN, label: Nom du magasin}
 """
 GOOD = {"v_MAGASIN": "Lyon <b>Bellecour</b>", "v_REMISE": "15 %", "v_NB": "12", "v_LE": "2030-03-15",
         "v_PRINT": "yes"}
@@ -180,6 +194,20 @@ class TestEditAndCancel:
         assert "plus besoin" in page and 'action="/orders/' not in page  # nothing left to do on it
         assert 'action="/packages/PKG-FORM/order"' in lyon.get("/packages/PKG-FORM").text
         assert order_as(lyon, GOOD) != order_id
+
+    def test_automatic_registration_changes_and_unsubscribes_without_approval(self, shop):
+        publish("PKG-AUTO-NOW")
+        order_id = scalar("select id from package_order where status = 'approved'")
+        lyon = signed_in("lyon.op")
+        page = lyon.get(f"/orders/{order_id}").text
+        assert f'action="/orders/{order_id}/edit"' in page and "Unsubscribe</button>" in page
+        assert lyon.post(f"/orders/{order_id}/edit", {"v_MAGASIN": "Lyon Part-Dieu"}).status_code == 303
+        assert rows("select status, values from package_order where id = :id", id=order_id) == [
+            ("approved", {"MAGASIN": "Lyon Part-Dieu"})]
+        lyon.get(f"/orders/{order_id}")
+        assert lyon.post(f"/orders/{order_id}/cancel").status_code == 303
+        assert rows("select action from order_event where order_id = :id order by id", id=order_id) == [
+            ("created",), ("approved",), ("edited",), ("unsubscribed",)]
 
     def test_an_approved_order_of_a_manual_package_is_not_changed_by_the_store(self, shop):
         lyon = signed_in("lyon.op")
