@@ -370,3 +370,18 @@ def _decision_notice(package: Package, entity: Entity, order: Order, line: str |
         lines += ["", line]
     return Notice(tuple(entity.emails), f"Order {order.id} for {package.code}: {order.status}",
                   "\n".join(lines) + "\n", tag=f"order-{order.id}")
+
+
+def order_actions(order: Mapping[str, Any], actor: Actor) -> frozenset[str]:
+    """What `actor` may do now to an order (a view of `show_order`): `edit`, `cancel`, `decide`.
+    The buttons a page shows; the actions above check again and say why when they refuse."""
+    status, approval = order["status"], order["approval"]
+    actions = set()
+    if status == "pending" or (status == "approved" and (approval == "automatic"
+                                                         or order["collaboration"] == "by_campaign")):
+        actions.add("edit")
+    if status == "pending" or (status == "approved" and (approval == "automatic" or actor.central)):
+        actions.add("cancel")
+    if status == "pending" and actor.may_decide:
+        actions.add("decide")
+    return frozenset(actions)

@@ -106,6 +106,17 @@ def list_children(session: Session, reference: str, as_: str | None) -> list[dic
              "targets": targets.get(c.id, 0), "funnel": funnel.get(c.id, {})} for c in children]
 
 
+# ---------------------------------------------------------------- the audit log
+
+AUDIT_READERS = frozenset({"admin", "central_operator", "reviewer"})
+
+
+def may_read_audit(who: Actor) -> bool:
+    """The audit log is read by the central entity's admins, operators and reviewers (not its
+    collaborators, not local entities)."""
+    return who.central and bool(who.roles & AUDIT_READERS)
+
+
 # ---------------------------------------------------------------- confidentiality and visibility
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from campflow.errors import CampflowError
+from campflow.store.identity import AccessDenied, Actor
 from models import Account, AuditEvent, Collaborator, Entity
 from models.accounts import ROLES
 
@@ -228,6 +229,28 @@ def audit_now(login: str | None, action: str, subject: str | None = None, **kwar
 
     with db.session() as session:
         audit(session, login, action, subject, **kwargs)
+
+
+def list_audit(session: Session, who: Actor, *, login: str | None = None, action: str | None = None,
+               page: int = 1, per_page: int = 50) -> tuple[list[dict[str, Any]], int]:
+    """One page of the audit log, newest first, and how many events match; `login` and `action`
+    filter exactly. Only for the actors `access.may_read_audit` allows."""
+    from campflow.store.access import may_read_audit
+
+    if not may_read_audit(who):
+        raise AccessDenied(f"{who.login} may not read the audit log")
+    query = select(AuditEvent)
+    if login:
+        query = query.where(AuditEvent.login == login.strip().lower())
+    if action:
+        query = query.where(AuditEvent.action == action.strip())
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    entities = dict(session.execute(select(Entity.id, Entity.code)).all())
+    events = session.scalars(query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+                             .offset((max(page, 1) - 1) * per_page).limit(per_page))
+    return [{"id": e.id, "at": e.at, "login": e.login, "entity": entities.get(e.entity_id), "action": e.action,
+             "subject": e.subject, "outcome": e.outcome, "detail": e.detail, "source": e.source,
+             "address": e.address} for e in events], total
 
 
 def list_accounts(session: Session) -> list[dict[str, Any]]:
