@@ -236,7 +236,7 @@ class TestDecisions:
 
     def test_a_local_operator_cannot_decide(self, window):
         order_id = order()
-        with pytest.raises(CampflowError, match="only the central entity's operators approve or reject orders; "
+        with pytest.raises(CampflowError, match="only the central entity's reviewers approve or reject orders; "
                                                 "lyon acts for LYON"):
             packages.act(orders.approve_order, order_id, as_="lyon")
         assert status(order_id) == "pending"
