@@ -189,8 +189,8 @@ async def store_session(base: str, login: str, until: float, recorder: Recorder)
             package = await timed(client, recorder, "package + form", "GET", "/packages/PKG-BENCH")
             if order is None:
                 placed = await timed(client, recorder, "order (POST)", "POST", "/packages/PKG-BENCH/order",
-                                     expect=(303,), data={"csrf_token": token(package), "MAGASIN": f"Magasin {login}",
-                                                          "REMISE": "15 %", "NB": str(n)})
+                                     expect=(303,), data={"csrf_token": token(package), "v_MAGASIN": f"Magasin {login}",
+                                                          "v_REMISE": "15 %", "v_NB": str(n)})
                 found = ORDER_ID.search(placed.headers.get("location", "")) if placed is not None else None
                 order = found.group(1) if found else None
             else:
