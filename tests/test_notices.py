@@ -252,6 +252,12 @@ class TestSandbox:
             assert subject == "Package PKG-WINDOW — Soldes d'hiver"
             assert "class" not in body and "subclasses" not in body
 
+    def test_a_value_never_carries_a_line_into_the_subject(self):
+        values = NOTICES["order_decided"][0] | {"entity": {"code": "LYON", "label": "Lyon\r\nBcc: someone@else"}}
+        subject, body = render_notice("order_decided", {"order_decided": "Subject: Hi {{ entity.label }}\n\nok\n"},
+                                      **values)
+        assert (subject, body) == ("Hi Lyon Bcc: someone@else", "ok\n")
+
     def test_the_check_refuses_what_the_sandbox_forbids(self):
         for template in ("Subject: {{ ''.__class__ }}\n", "Subject: x\n\n{{ order.__init__ }}\n",
                          "Subject: x\n\n{{ portal.format.__globals__ }}\n"):

@@ -136,27 +136,36 @@ def check_template(name: str, text: str, where: str, allowed: tuple[str, ...] = 
     if not text.startswith("Subject:"):
         return [f"{where}:1: a notification template starts with a `Subject: …` line, then the body"]
     env = _environment()
-    try:
-        tree = env.parse(text)
-    except TemplateSyntaxError as exc:
-        return [f"{where}:{exc.lineno}: template syntax: {exc.message}"]
-    known = set(variables(name))
-    unknown = sorted(meta.find_undeclared_variables(tree) - known)
-    if unknown:
-        lines = {n.name: n.lineno for n in reversed(list(tree.find_all(nodes.Name))) if n.name in unknown}
-        return [f"{where}:{lines.get(u, 1)}: notification {name} gives no variable {u!r}; it gives "
-                f"{', '.join(sorted(known))}" for u in unknown]
-    template = env.from_string(text)
-    for values in NOTICES[name]:
+    parts = []
+    for source in _parts(text):
         try:
-            template.render(**values)
-        except TemplateError as exc:
-            line = _template_line(exc.__traceback__)
-            return [f"{where}:{line or 1}: {exc.message or exc}"]
-        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
-            line = _template_line(exc.__traceback__)
-            return [f"{where}:{line or 1}: {type(exc).__name__}: {exc}"]
+            parts.append((env.parse(source), source))
+        except TemplateSyntaxError as exc:
+            return [f"{where}:{exc.lineno}: template syntax: {exc.message}"]
+    known = set(variables(name))
+    for tree, _ in parts:
+        unknown = sorted(meta.find_undeclared_variables(tree) - known)
+        if unknown:
+            lines = {n.name: n.lineno for n in reversed(list(tree.find_all(nodes.Name))) if n.name in unknown}
+            return [f"{where}:{lines.get(u, 1)}: notification {name} gives no variable {u!r}; it gives "
+                    f"{', '.join(sorted(known))}" for u in unknown]
+    for _, source in parts:
+        template = env.from_string(source)
+        for values in NOTICES[name]:
+            try:
+                template.render(**values)
+            except TemplateError as exc:
+                return [f"{where}:{_template_line(exc.__traceback__) or 1}: {exc.message or exc}"]
+            except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+                return [f"{where}:{_template_line(exc.__traceback__) or 1}: {type(exc).__name__}: {exc}"]
     return []
+
+
+def _parts(text: str) -> tuple[str, str]:
+    """The subject line and the body, each a template of its own: a value can never carry a line
+    of the body into the subject, nor a header into the message. The body keeps its line numbers."""
+    head, newline, body = text.partition("\n")
+    return head.removeprefix("Subject:"), newline + body
 
 
 def render_text(text: str, values: Mapping[str, Any]) -> tuple[str, str]:
@@ -165,10 +174,9 @@ def render_text(text: str, values: Mapping[str, Any]) -> tuple[str, str]:
     Raises:
         CampflowError: the template reads what the values do not hold, or fails.
     """
+    env = _environment()
     try:
-        rendered = _environment().from_string(text).render(**values)
+        head, body = (env.from_string(source).render(**values) for source in _parts(text))
     except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
         raise CampflowError(f"line {_template_line(exc.__traceback__) or '?'}: {exc}") from None
-    head, _, body = rendered.partition("\n")
-    subject = " ".join(head.removeprefix("Subject:").split())[:SUBJECT_MAX]
-    return subject, body.lstrip("\n")
+    return " ".join(head.split())[:SUBJECT_MAX], body.lstrip("\n")
