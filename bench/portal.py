@@ -1,6 +1,7 @@
 """Load on the portal: concurrent sessions browsing packages and lists and placing orders.
 
-    .venv/bin/python bench/portal.py [--sessions 50] [--seconds 60] [--stores 50] [--parties 100]
+    .venv/bin/python bench/portal.py [--sessions 50] [--seconds 60] [--think 1.0] [--ramp 10]
+                                     [--workers 2] [--stores 50] [--parties 100]
                                      [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
 
 It creates its own database (`campflow_bench_portal_<pid>`), migrates it and applies a network of
@@ -9,13 +10,16 @@ operation BENCH whose `local_approval` step A1 splits `--parties` parties per st
 contacts each) by city; `campflow run BENCH` sends each store its list. Each store gets an
 account (`store01`…), with its password set.
 
-The portal runs as `campflow portal` in its own process (uvicorn, one worker). `--sessions`
-clients (asyncio + httpx, in this process) each log in as a store and loop for `--seconds`:
+The portal runs as `campflow portal --workers N` (uvicorn), beside a background Prefect server
+(the notifications channel is loaded from it, as in use). `--sessions` clients (asyncio + httpx,
+in this process) log in as stores over the first `--ramp` seconds, then each loops for
+`--seconds`, reading each page for `--think` seconds (0.5× to 1.5×) before the next click:
 the packages page, the package with its order form, an order placed (or, when the store has
 one, its page and then a cancellation, so the next loop orders again), its lists, a page of its
-list, a search in it. The floor, measured first in the same run under the same concurrency, is
-the login page: a rendered template and a session cookie, no query. Reported: requests, errors,
-p50/p95/p99 latency per page and overall, and the overall p95 against the floor's. The goal is
+list, a search in it. The floor, measured first in the same run with as many clients and no
+pause, is the login page: a rendered template and a session cookie, no query. Reported:
+requests, errors, p50/p95/p99 latency per page and for all browsing (logging in, an argon2 hash
+by design, on its own line), and that p95 against the floor's. The goal is
 p95 < 200 ms with 0 errors on two cores (the load generator shares them with the server and
 PostgreSQL). Exit status: 0 when no request failed.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import re
 import socket
 import statistics
@@ -173,20 +178,29 @@ async def floor_session(base: str, until: float, recorder: Recorder) -> None:
             await timed(client, recorder, "login page (floor)", "GET", "/login")
 
 
-async def store_session(base: str, login: str, until: float, recorder: Recorder) -> None:
+async def store_session(base: str, login: str, until: float, recorder: Recorder, think: float,
+                        ramp: float) -> None:
+    pause = random.Random(login)
+    await asyncio.sleep(pause.uniform(0, ramp))  # people arrive over the first seconds, not all at once
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        page = await client.get("/login")
-        signed = await client.post("/login", data={"login": login, "password": PASSWORD, "next": "/",
-                                                   "csrf_token": token(page)})
-        if signed.status_code != 303:
-            recorder.add("login", 0, False, f"{signed.status_code} {signed.text[:200]}")
+        page = await timed(client, recorder, "login page", "GET", "/login")
+        signed = await timed(client, recorder, "login (POST)", "POST", "/login", expect=(303,),
+                             data={"login": login, "password": PASSWORD, "next": "/", "csrf_token": token(page)})
+        if signed is None or signed.status_code != 303:
             return
         order: str | None = None
         n = 0
+
+        async def reads() -> None:  # a person reads the page before the next click
+            if think:
+                await asyncio.sleep(pause.uniform(0.5 * think, 1.5 * think))
+
         while time.monotonic() < until:
             n += 1
             await timed(client, recorder, "packages", "GET", "/packages")
+            await reads()
             package = await timed(client, recorder, "package + form", "GET", "/packages/PKG-BENCH")
+            await reads()
             if order is None:
                 placed = await timed(client, recorder, "order (POST)", "POST", "/packages/PKG-BENCH/order",
                                      expect=(303,), data={"csrf_token": token(package), "v_MAGASIN": f"Magasin {login}",
@@ -199,7 +213,9 @@ async def store_session(base: str, login: str, until: float, recorder: Recorder)
                             data={"csrf_token": token(shown), "comment": "bench"})
                 order = None
             await timed(client, recorder, "lists", "GET", "/lists")
+            await reads()
             await timed(client, recorder, "list page", "GET", f"/lists/BENCH/A1?page={1 + n % 2}")
+            await reads()
             await timed(client, recorder, "list search", "GET", f"/lists/BENCH/A1?q=Soci%C3%A9t%C3%A9+{n % 9 + 1}")
 
 
@@ -209,27 +225,30 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def report(name: str, recorder: Recorder, seconds: float) -> tuple[float, int, int]:
-    every = [t for times in recorder.times.values() for t in times]
+    """The table; the p95 of browsing (logging in is argon2 by design, reported on its own line)."""
+    every = [t for page, times in recorder.times.items() if not page.startswith("login") or "floor" in page
+             for t in times]
     errors = sum(recorder.errors.values())
     print(f"\n{name}: {len(every)} requests in {seconds:.0f} s ({len(every) / seconds:.0f}/s), {errors} errors")
     print(f"{'page':<22}{'requests':>9}{'errors':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for page, times in recorder.times.items():
         print(f"{page:<22}{len(times):>9}{recorder.errors.get(page, 0):>8}{statistics.median(times) * 1000:>9.0f}"
               f"{percentile(times, 0.95) * 1000:>9.0f}{percentile(times, 0.99) * 1000:>9.0f}")
-    print(f"{'all':<22}{len(every):>9}{errors:>8}{statistics.median(every) * 1000:>9.0f}"
+    print(f"{'all but logging in':<22}{len(every):>9}{errors:>8}{statistics.median(every) * 1000:>9.0f}"
           f"{percentile(every, 0.95) * 1000:>9.0f}{percentile(every, 0.99) * 1000:>9.0f}")
     for sample in recorder.samples:
         print(f"  error: {sample}")
     return percentile(every, 0.95), len(every), errors
 
 
-async def load(base: str, sessions: int, seconds: float, stores: int) -> tuple[Recorder, Recorder]:
+async def load(base: str, sessions: int, seconds: float, stores: int, think: float,
+               ramp: float) -> tuple[Recorder, Recorder]:
     floor = Recorder()
     until = time.monotonic() + min(15.0, seconds)
     await asyncio.gather(*(floor_session(base, until, floor) for _ in range(sessions)))
     portal = Recorder()
     until = time.monotonic() + seconds
-    await asyncio.gather(*(store_session(base, f"store{1 + i % stores:02}", until, portal)
+    await asyncio.gather(*(store_session(base, f"store{1 + i % stores:02}", until, portal, think, ramp)
                            for i in range(sessions)))
     return floor, portal
 
@@ -239,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=50, help="concurrent browser sessions")
     parser.add_argument("--seconds", type=float, default=60, help="how long the load lasts")
     parser.add_argument("--stores", type=int, default=50, help="local stores, one account each")
+    parser.add_argument("--think", type=float, default=1.0,
+                        help="seconds a person reads a page before the next click (0.5× to 1.5× of it; 0: none)")
+    parser.add_argument("--ramp", type=float, default=10, help="seconds over which the sessions log in")
+    parser.add_argument("--workers", type=int, default=2, help="processes serving the portal")
     parser.add_argument("--parties", type=int, default=100, help="parties per store's list (two contacts each)")
     parser.add_argument("--database-url", default=DEFAULT_ADMIN_URL,
                         help="an admin URL of the server (the database is created beside it)")
@@ -254,17 +277,23 @@ def main(argv: list[str] | None = None) -> int:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     port = free_port()
     portal = None
+    env = dict(os.environ)
     try:
         with tempfile.TemporaryDirectory(prefix="campflow_bench_portal_") as tmp:
             env = {**os.environ, "CAMPFLOW_DATABASE_URL": url, "CAMPFLOW_OUTPUT_DIR": str(Path(tmp) / "out"),
-                   "CAMPFLOW_PREFECT_SERVER": "ephemeral", "CAMPFLOW_SECRET_KEY": "bench-" + "k" * 40,
+                   # a background Prefect server, as in use: the portal loads the notifications channel from it
+                   "CAMPFLOW_PREFECT_SERVER": "local", "CAMPFLOW_SECRET_KEY": "bench-" + "k" * 40,
+                   # every session logs in from this one address: lift the per-address limit of public posts
+                   "CAMPFLOW_PORTAL_PUBLIC_RATE": "100000",
                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "CAMPFLOW_HOME": str(Path(tmp) / "home")}
+            log = open(Path(tmp) / "portal.log", "w")  # noqa: SIM115 - closed with the folder
             started = time.perf_counter()
             prepare(env, args.stores, args.parties, conninfo, Path(tmp))
             print(f"prepared {args.stores} stores, {args.stores * args.parties} parties in "
                   f"{time.perf_counter() - started:.0f} s")
-            portal = subprocess.Popen([sys.executable, "-m", "campflow", "portal", "--port", str(port)], env=env,
-                                      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            portal = subprocess.Popen([sys.executable, "-m", "campflow", "portal", "--port", str(port),
+                                       "--workers", str(args.workers)], env=env,
+                                      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True)
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 60
             while True:
@@ -274,18 +303,23 @@ def main(argv: list[str] | None = None) -> int:
                 except httpx.HTTPError:
                     pass
                 if portal.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the portal did not start: {portal.stderr.read() if portal.stderr else ''}")
+                    raise SystemExit(f"the portal did not start: {(Path(tmp) / 'portal.log').read_text()}")
                 time.sleep(0.3)
-            floor, measured = asyncio.run(load(base, args.sessions, args.seconds, args.stores))
+            floor, measured = asyncio.run(load(base, args.sessions, args.seconds, args.stores, args.think,
+                                               args.ramp))
             floor_p95, _, floor_errors = report(f"floor: the login page, {args.sessions} sessions", floor,
                                                 min(15.0, args.seconds))
             p95, _, errors = report(f"portal: {args.sessions} store sessions", measured, args.seconds)
+            if errors:
+                print("the portal's log:", (Path(tmp) / "portal.log").read_text()[-3000:])
             print(f"\np95 {p95 * 1000:.0f} ms (goal < 200 ms), floor p95 {floor_p95 * 1000:.0f} ms: "
                   f"ratio floor/portal {floor_p95 / p95:.2f}; {errors + floor_errors} errors")
     finally:
         if portal is not None:
             portal.terminate()
             portal.wait(20)
+            subprocess.run([sys.executable, "-m", "campflow", "stop"], env=env, cwd=ROOT, capture_output=True,
+                           check=False)
         with psycopg.connect(admin_conninfo, autocommit=True) as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
     return 0 if errors + floor_errors == 0 else 1

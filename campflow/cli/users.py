@@ -119,6 +119,8 @@ def portal(
     https: Annotated[bool, typer.Option(
         "--https/--no-https", help="Mark cookies Secure: the portal is reached through HTTPS (a proxy in front). "
                                    "Default: when CAMPFLOW_PORTAL_URL starts with https://.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64,
+                                         help="Processes serving the portal (one per core is a good start).")] = 1,
 ) -> None:
     """Serve the portal: local entities, reviewers and collaborators work in their browser.
 
@@ -139,6 +141,9 @@ def portal(
         err_console.print("[yellow]warning:[/] the portal listens beyond this machine over plain HTTP; put it "
                           "behind HTTPS and pass --https")
     db.upgrade()
-    app = create_app(https=https)
-    console.print(f"campflow portal on http://{host}:{port} (Ctrl-C stops it)")
-    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
+    create_app(https=https)  # fails here, once, when the key or the database is missing
+    console.print(f"campflow portal on http://{host}:{port} with {workers} process{'es' if workers > 1 else ''} "
+                  "(Ctrl-C stops it)")
+    os.environ["CAMPFLOW_PORTAL_HTTPS"] = "1" if https else ""
+    uvicorn.run("campflow.portal.app:served_app", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", proxy_headers=False)

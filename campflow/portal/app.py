@@ -39,12 +39,7 @@ def create_app(secret_key: str | None = None, *, https: bool = False) -> FastAPI
     app.add_middleware(SessionMiddleware, secret_key=secret_key or stored_key(), session_cookie="campflow_session",
                        max_age=SESSION_HOURS * 3600, same_site="lax", https_only=https)
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        for name, value in HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> RedirectResponse:
@@ -81,6 +76,13 @@ def create_app(secret_key: str | None = None, *, https: bool = False) -> FastAPI
     register(app)
     app.state.optional_actor = optional_actor
     return app
+
+
+def served_app() -> FastAPI:
+    """The app `campflow portal` serves (in each of its processes)."""
+    import os
+
+    return create_app(https=bool(os.environ.get("CAMPFLOW_PORTAL_HTTPS")))
 
 
 def not_found(request: Request) -> HTMLResponse:
@@ -121,3 +123,24 @@ class BodyLimit:
 
 class TooLarge(Exception):
     pass
+
+
+class SecurityHeaders:
+    """The HEADERS on every response (a plain ASGI middleware: no cost on the body)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *((k, v) for k, v in self.headers if k not in present)]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
