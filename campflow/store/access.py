@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, func, literal, or_, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.types import Text
 
 from campflow.errors import CampflowError, NotFound, closest
@@ -109,7 +109,8 @@ def _is_account(session: Session, login: str) -> bool:
 
 def effective_groups() -> ColumnElement[Any]:
     """The groups that may see an operation: its own `groups`, else its family's (SQL, per row)."""
-    family = select(Family.groups).where(Family.id == Operation.family_id).scalar_subquery()
+    own = aliased(Family)  # not correlated with a query that joins `family` itself (the tree)
+    family = select(own.groups).where(own.id == Operation.family_id).scalar_subquery()
     return func.coalesce(func.nullif(Operation.groups, literal([], ARRAY(Text))), family,
                          literal([], ARRAY(Text)))
 
