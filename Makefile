@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo demo-network test lint install clean
+.PHONY: demo demo-network portal test lint install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+# the portal on http://127.0.0.1:8080 (make demo prints the demo logins)
+portal: $(STAMP)
+	$(BIN)/campflow portal
 
 demo-network: $(STAMP)
 	$(BIN)/python examples/demo_network.py

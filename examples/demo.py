@@ -99,7 +99,12 @@ def main() -> int:
             return 1
     show_outputs()
     show_prefect_ui()
-    print("\nDone. Try: campflow ops show PROSPECTION-LYON-2026, campflow run SALON-ERP-2026 --dry-run")
+    import portal_demo  # the network's packages and lists, and demo accounts for the portal
+
+    if portal_demo.main() != 0:
+        print("demo failed while preparing the portal", file=sys.stderr)
+        return 1
+    print("\nDone. Try: make portal, campflow ops show PROSPECTION-LYON-2026, campflow run SALON-ERP-2026 --dry-run")
     return 0
 
 

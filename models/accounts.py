@@ -60,3 +60,5 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any] | None]
     source: Mapped[str] = mapped_column(server_default="portal")  # portal | cli | flow
     address: Mapped[str | None]  # the client's IP address (portal)
+    # the operation it is about: the log shows it only to those who may see that operation
+    operation_id: Mapped[int | None] = mapped_column(ForeignKey("operation.id", ondelete="SET NULL"), index=True)

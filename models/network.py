@@ -108,6 +108,8 @@ class Package(Base):
     form: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
     description: Mapped[str | None]
     documents: Mapped[list[str]] = mapped_column(server_default="{}")  # absolute paths
+    # the head office's own notification texts for this package: {notice name: Jinja2 template}
+    notices: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     published_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = created_at_column()
     updated_at: Mapped[dt.datetime] = updated_at_column()

@@ -73,3 +73,38 @@ def signed_in(login: str, app: Any | None = None) -> Portal:
     portal = Portal(app)
     portal.login(login)
     return portal
+
+
+class LivePortal:
+    """The portal served by uvicorn in a thread on a free port (for the browser)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import uvicorn
+
+        from campflow.portal.app import create_app
+        from campflow.portal.security import public_limit
+        from tests.conftest import free_port
+
+        public_limit.reset()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(), host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LivePortal:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the portal did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

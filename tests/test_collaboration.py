@@ -17,6 +17,7 @@ import yaml
 from sqlalchemy import select
 
 from campflow.errors import CampflowError
+from campflow.network.accounts import portal_url
 from campflow.network.collaboration import on_approved
 from campflow.store import db
 from models import Entity, Operation, Order, Package
@@ -185,7 +186,7 @@ class TestByCampaign:
     def test_approval_creates_the_child_with_the_entitys_parties(self, network):
         line = approve("PK-SOLDES", "LYON", {"MAGASIN": "Lyon Part-Dieu"})
         assert line == ("child operation SOLDES-LYON created with 2 targets (distribution VILLES): "
-                        "campflow ops show SOLDES-LYON")
+                        + portal_url("operations/SOLDES-LYON"))
         child = rows("""select c.label, c.state, e.code, p.code, c.timezone, c.cadence,
                                to_char(c.starts_at at time zone 'Europe/Paris', 'YYYY-MM-DD HH24:MI')
                         from operation c join entity e on e.id = c.owner_entity_id
@@ -270,7 +271,7 @@ class TestByCampaign:
         line = approve("PK-SOLDES", "MARS", {"MAGASIN": "Vieux-Port"})
         assert line.startswith("child operation SOLDES-MARS created with no target: no party has "
                                "PCFIDX.VILLE = Marseille (distribution VILLES's values for MARS)")
-        assert "campflow targets add SOLDES-MARS" in line
+        assert line.endswith(f"its page: {portal_url('operations/SOLDES-MARS')}")
         assert targets("SOLDES-MARS") == []
 
     def test_a_taken_code_is_refused_and_nothing_changes(self, network, cli):

@@ -14,6 +14,7 @@ import openpyxl
 import pytest
 
 from campflow.errors import CampflowError
+from campflow.network.accounts import portal_url
 from tests.conftest import rows, scalar
 from tests.test_emailing import add_smtp
 
@@ -226,18 +227,18 @@ class TestLists:
         assert set(messages) == set(ADDRESSES.values())
         lyon = messages["lyon@stores.example"]
         assert "3 parties to approve for LYON before 2027-01-10 18:00 (Europe/Paris)" in lyon["Subject"]
-        body = lyon.get_body(("plain",)).get_content()
-        for line in ("campflow approvals remove LOCAL A1 PARTY_CODE [PARTY_CODE/CONTACT_CODE…] --as lyon1",
-                     "campflow approvals approve LOCAL A1 --as lyon1",
-                     "campflow approvals import LOCAL A1 LOCAL-A1-LYON.xlsx --as lyon1",
-                     "campflow approvals review LOCAL A1 --entity LYON", '"local-approval"'):
+        body = lyon.get_body(("plain",)).get_content().replace("\r\n", "\n")
+        for line in (f"Your list, to review and approve:\n  {portal_url('lists/LOCAL/A1')}\n",
+                     "the attached spreadsheet (LOCAL-A1-LYON.xlsx", "Parties not approved by 2027-01-10 18:00"):
             assert line in body
+        assert "campflow" not in body  # a local entity answers in the portal, without a shell
         name, content = attachment(lyon)
         assert name == "LOCAL-A1-LYON.xlsx"
         (tmp_path / name).write_bytes(content)
         sheet = openpyxl.load_workbook(tmp_path / name)["Liste"]
         values = list(sheet.iter_rows(values_only=True))
         assert "before 2027-01-10 18:00 (Europe/Paris)" in values[0][0]
+        assert values[1][0].endswith(f"upload the file on your list's page: {portal_url('lists/LOCAL/A1')}")
         assert values[2] == ("TIERS", "NOM", "CONTACT", "NOM DU CONTACT", "FONCTION", "ADRESSE", "CP", "VILLE",
                              "EMAIL", "TEL", "KEEP")
         # a row per contact; a party without contacts has one row

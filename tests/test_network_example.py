@@ -11,6 +11,7 @@ from email import policy
 
 import pytest
 
+from campflow.network.accounts import portal_url
 from tests.conftest import EXAMPLES, rows, scalar
 from tests.test_emailing import add_smtp
 
@@ -80,7 +81,7 @@ def test_the_walkthrough_goes_from_publishing_to_the_runs(walked):
             assert any(to == address and subject.startswith(f"Package {package} — ") for to, subject in subjects)
     soldes = next(m for to, s, m in mails if to == "lyon@magasins.example.com" and s.startswith("Package PKG-SOLDES"))
     assert [part.get_filename() for part in soldes.iter_attachments()] == ["soldes-brief.txt"]
-    assert "campflow orders create PKG-SOLDES --as lyon" in text_of(soldes)
+    assert portal_url("packages/PKG-SOLDES") in text_of(soldes)
 
     # simple, manual: the reviewers are told of each order; LYON and PARIS approved, MARSEILLE rejected
     assert orders()[("PKG-SOLDES", "LYON")] == "approved" and orders()[("PKG-SOLDES", "PARIS")] == "approved"
@@ -118,6 +119,10 @@ def test_the_walkthrough_goes_from_publishing_to_the_runs(walked):
     assert set(lists) == {f"{store}@magasins.example.com" for store in ("lyon", "paris", "marseille")}
     assert [p.get_filename() for p in lists["paris@magasins.example.com"].iter_attachments()] == [
         "FIDELITE-2027-A1-PARIS.xlsx"]
+    # PKG-FIDELITE words its lists itself (notices: in its spec), with the link to the list's page
+    paris = next(m for to, s, m in mails if to == "paris@magasins.example.com" and s.startswith("[FIDELITE-2027]"))
+    assert paris["Subject"].startswith("[FIDELITE-2027] Votre liste de ")
+    assert f"Votre liste :\r\n  {portal_url('lists/FIDELITE-2027/A1')}\r\n" in text_of(paris)
     assert dict(rows("""select e.code, a.status from local_approval a join entity e on e.id = a.entity_id
                         join step s on s.id = a.step_id where s.code = 'A1'""")) == {
         "LYON": "approved", "PARIS": "approved", "MARSEILLE": "pending"}

@@ -13,6 +13,7 @@ import pytest
 
 from campflow.errors import CampflowError
 from campflow.network import orders, packages
+from campflow.network.accounts import portal_url
 from tests.conftest import rows, scalar
 from tests.test_packages import OPEN, UTC, approvals, mail, network, publish, snapshot  # noqa: F401
 
@@ -34,7 +35,7 @@ def history(order_id: int) -> list[tuple]:
 
 
 def body(message) -> str:
-    return message.get_body(("plain",)).get_content()
+    return message.get_body(("plain",)).get_content().replace("\r\n", "\n")
 
 
 @pytest.fixture
@@ -94,14 +95,14 @@ class TestOrdering:
         with pytest.raises(CampflowError, match="lyon acts for LYON and may not read or change orders of PARIS"):
             order(entity="PARIS")
 
-    def test_the_reviewers_are_told_how_to_decide(self, window, mail):
+    def test_the_reviewers_are_told_where_to_decide(self, window, mail):
         order_id = order()
         message = mail.messages()["review@siege.test"]
         assert message["Subject"] == f"Order {order_id}: LYON orders PKG-WINDOW"
         text = body(message)
-        assert f"campflow orders approve {order_id} --as marketing" in text
-        assert f"campflow orders reject {order_id} --as marketing --comment" in text
-        assert f"campflow orders review {order_id}" in text and "Resume" in text
+        assert f"on the order's page:\n  {portal_url(f'orders/{order_id}')}\n" in text
+        assert f"All orders waiting for a decision: {portal_url('central/orders')}\n" in text
+        assert f"campflow orders approve {order_id} " in text  # the reviewers are central operators with a shell
 
 
 class TestFormValues:
@@ -236,7 +237,7 @@ class TestDecisions:
 
     def test_a_local_operator_cannot_decide(self, window):
         order_id = order()
-        with pytest.raises(CampflowError, match="only the central entity's operators approve or reject orders; "
+        with pytest.raises(CampflowError, match="only the central entity's reviewers approve or reject orders; "
                                                 "lyon acts for LYON"):
             packages.act(orders.approve_order, order_id, as_="lyon")
         assert status(order_id) == "pending"

@@ -15,6 +15,7 @@ import pytest
 
 from campflow.errors import CampflowError
 from campflow.network import collaboration, orders, packages
+from campflow.network.accounts import portal_url
 from tests.conftest import rows, scalar
 from tests.test_emailing import add_smtp
 
@@ -249,16 +250,17 @@ class TestPublishNotifies:
         assert sorted(received) == ["lyon@store.test", "paris@store.test"]
         lyon = received["lyon@store.test"]
         assert lyon["Subject"] == "Package PKG-FORM — Catalogue personnalisé"
-        body = lyon.get_body(("plain",)).get_content()
+        body = lyon.get_body(("plain",)).get_content().replace("\r\n", "\n")
+        assert body.startswith("Hello Magasin de Lyon,\n")
         assert "Un catalogue à votre nom." in body
-        assert ("campflow orders create PKG-FORM --as lyon --value MAGASIN=… --value REMISE=… "
-                "[--value NB=…] [--value LE=…] [--value PRINT=…]") in body
+        assert f"Order it on the package's page:\n  {portal_url('packages/PKG-FORM')}\n" in body
+        assert "campflow" not in body  # a local entity works in the portal, without a shell
         assert "REMISE: Remise — one of '10 %', '15 %', required" in body
         assert "registration deadline: 2099-06-30 18:00" in body
         attachment, = lyon.iter_attachments()
         assert attachment.get_filename() == "brief.txt"
         assert attachment.get_content() == BRIEF
-        assert "--as paris" in received["paris@store.test"].get_body(("plain",)).get_content()
+        assert portal_url("packages/PKG-FORM") in received["paris@store.test"].get_body(("plain",)).get_content()
         assert published_at("PKG-FORM") is not None
 
     def test_a_failed_e_mail_says_the_publication_is_recorded(self, network, mail):
@@ -286,7 +288,7 @@ class TestAutomaticRegistration:
                             "where e.code = 'LYON'")
         body = mail.messages()["lyon@store.test"].get_body(("plain",)).get_content()
         assert f"LYON is registered: order {lyon_order}, approved." in body
-        assert f"campflow orders edit {lyon_order} --as lyon --value FIELD=VALUE" in body
+        assert f"unsubscribe on its page:\r\n  {portal_url(f'orders/{lyon_order}')}\r\n" in body
         assert f"Your part of the operation is ready (order {lyon_order})." in body
 
 

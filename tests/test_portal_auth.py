@@ -148,3 +148,13 @@ class TestRateLimit:
         portal.get("/login")
         codes = [portal.post("/login", {"login": "x", "password": "y"}).status_code for _ in range(31)]
         assert codes[:30] == [401] * 30 and codes[30] == 429
+
+
+class TestBounds:
+    def test_a_request_body_over_the_bound_is_refused_before_it_is_read(self, lyon_account):
+        portal = Portal()
+        portal.login("lyon.op")
+        response = portal.client.post("/logout", content=b"x" * (12 * 1024 * 1024 + 1),
+                                      headers={"content-type": "application/x-www-form-urlencoded"})
+        assert response.status_code == 413 and "too large" in response.text
+        assert portal.get("/").status_code == 200  # the session is still there: nothing was done

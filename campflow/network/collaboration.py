@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from campflow.errors import CampflowError, SpecError
+from campflow.network.messages import link
 from campflow.store.catalog import load_field_catalog
 from campflow.store.distribution import distribution_members
 from models import (
@@ -51,10 +52,10 @@ def on_approved(session: Session, order: Order, login: str) -> str | None:
         return create_child(session, order, package, entity)
     if package.collaboration in ("simple", "by_form"):
         reference = session.get_one(Operation, package.operation_id)
-        what = "its form values personalise its part; " if package.collaboration == "by_form" else ""
+        what = "; its form values personalise its part" if package.collaboration == "by_form" else ""
         return (f"{entity.code} takes part in {reference.code}: its parties (distribution "
-                f"{_distribution_code(session, package) or '— none: add one to the package'}) enter its next run; "
-                f"{what}campflow ops show {reference.code}")
+                f"{_distribution_code(session, package) or '— none: add one to the package'}) enter its next run"
+                f"{what}.")
     return None
 
 
@@ -77,7 +78,8 @@ def create_child(session: Session, order: Order, package: Package, entity: Entit
     if existing is not None:
         if existing.parent_operation_id == reference.id and existing.owner_entity_id == entity.id:
             order.child_operation_id = existing.id  # ordered again after a cancellation: its child is kept
-            return f"child operation {existing.code} kept (created by an earlier order): campflow ops show {existing.code}"
+            return (f"child operation {existing.code} kept (created by an earlier order): "
+                    f"{link('operations', existing.code)}")
         raise CampflowError(f"cannot create {entity.code}'s child operation of {reference.code}: operation {code} exists "
                             "already and is not its child; rename or delete that operation, then approve order "
                             f"{order.id} again (nothing was changed)")
@@ -111,11 +113,11 @@ def _walk(steps: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 def _child_line(session: Session, package: Package, entity: Entity, child: Operation) -> str:
     """Target the child with the entity's parties; the decision e-mail's line."""
-    show = f"campflow ops show {child.code}"
-    add = f"campflow targets add {child.code} --where \"…\" --as LOGIN"
+    show = link("operations", child.code)
+    add = "the head office targets them on request"
     if package.distribution_id is None:
         return (f"child operation {child.code} created with no target (package {package.code} has no distribution): "
-                f"{entity.code} targets its own parties ({add}); {show}")
+                f"{entity.code}'s parties are not targeted yet ({add}); its page: {show}")
     distribution = session.get_one(Distribution, package.distribution_id)
     members = distribution_members(distribution, load_field_catalog(session), kinds=child.party_kinds)
     mine = members.subquery("mine")
@@ -129,8 +131,8 @@ def _child_line(session: Session, package: Package, entity: Entity, child: Opera
             DistributionRule.distribution_id == distribution.id, DistributionRule.entity_id == entity.id)
             .order_by(DistributionRule.position))) or "none"
         return (f"child operation {child.code} created with no target: no party has {distribution.field} = {values} "
-                f"(distribution {distribution.code}'s values for {entity.code}); fix the distribution or target "
-                f"parties yourself ({add}); {show}")
+                f"(distribution {distribution.code}'s values for {entity.code}); the distribution needs fixing, or "
+                f"parties targeting ({add}); its page: {show}")
     return f"child operation {child.code} created with {targeted} targets (distribution {distribution.code}): {show}"
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from campflow.errors import CampflowError, NotFound
-from campflow.network import collaboration
+from campflow.network import collaboration, messages
 from campflow.network.packages import (
     Notice,
     Outcome,
@@ -21,9 +21,7 @@ from campflow.network.packages import (
     _now,
     find_order,
     find_package,
-    form_lines,
     local_time,
-    order_line,
     validate_values,
 )
 from campflow.paths import PathRefused, read_stored
@@ -71,10 +69,12 @@ def publish(session: Session, code: str, actor: Actor, now: dt.datetime | None =
         if not entity.emails:
             warnings.append(f"{entity.code} has no e-mails: it was not notified")
             continue
-        notices.append(Notice(tuple(entity.emails), f"Package {package.code} — {package.label}",
-                              publish_body(package, entity, order_ids[-1] if package.approval == "automatic" else None,
-                                           [line for line in lines if line]),
-                              tuple(Path(d) for d in package.documents), f"package-{package.code}-{entity.code}"))
+        order = session.get_one(Order, order_ids[-1]) if package.approval == "automatic" else None
+        notices.append(messages.notice(
+            package, "package_published", entity.emails, f"package-{package.code}-{entity.code}",
+            [Path(d) for d in package.documents], package=messages.package_values(package),
+            entity=messages.entity_values(entity), order=order and messages.order_values(package, order),
+            form=messages.form_values(package), consequence="\n".join(line for line in lines if line) or None))
     registered = f"; {len(order_ids)} entities registered (approved)" if order_ids else ""
     return Outcome(f"package {code} published to {len(audience)} entities{registered}",
                    tuple(order_ids), tuple(warnings), tuple(notices))
@@ -110,35 +110,6 @@ def publish_problems(package: Package, operation_exists: bool, now: dt.datetime)
         except PathRefused as exc:
             problems.append(f"document refused: {exc}")
     return problems
-
-
-def publish_body(package: Package, entity: Entity, order_id: int | None, collaboration_lines: list[str]) -> str:
-    login = entity.operators[0] if entity.operators else "LOGIN"
-    dates = [(label, getattr(package, name)) for label, name in (
-        ("visible from", "visible_from"), ("visible until", "visible_until"),
-        ("registration deadline", "registration_deadline"),
-        ("personalisation deadline (informative)", "personalization_deadline"))]
-    lines = [f"{package.label} ({package.code}) is offered to {entity.label} ({entity.code}).", ""]
-    if package.description:
-        lines += [package.description.strip(), ""]
-    lines += [f"Dates ({package.timezone}):"] + [f"  {label}: {local_time(package, value)}"
-                                                 for label, value in dates if value] + [""]
-    if package.documents:
-        lines += ["Documents (attached): " + ", ".join(Path(d).name for d in package.documents), ""]
-    if order_id is not None:
-        lines += [f"{entity.code} is registered: order {order_id}, approved.",
-                  f"Change its personalisation: campflow orders edit {order_id} --as {login} --value FIELD=VALUE",
-                  f"Unsubscribe: campflow orders cancel {order_id} --as {login}"]
-    elif package.collaboration == "by_target_approval":
-        lines += ["Nothing to order: each entity will receive its list of contacts to approve "
-                  "(`campflow approvals`)."]
-    else:
-        lines += ["How to order:", f"  {order_line(package, login)}"]
-    if package.form:
-        lines += ["", "Form fields:", *form_lines(package)]
-    if collaboration_lines:
-        lines += ["", *collaboration_lines]
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- orders
@@ -296,9 +267,11 @@ def cancel_order(session: Session, order_id: int, actor: Actor, comment: str | N
     _event(session, order, actor.login, "unsubscribed" if unsubscribe else "cancelled", now, comment or None)
     owner = _entity(session, package.owner_id)
     what = f"order {order.id} of {entity.code} for {package.code} {'unsubscribed' if unsubscribe else 'cancelled'}"
-    body = f"{what.capitalize()} by {actor.login}.\n" + (f"Comment: {comment}\n" if comment else "")
     to = tuple(entity.emails) if actor.central else tuple(owner.reviewers or owner.emails)
-    notices = (Notice(to, f"Order {order.id} for {package.code}: cancelled", body, tag=f"order-{order.id}"),)
+    notices = (messages.notice(package, "order_cancelled", to, f"order-{order.id}",
+                               package=messages.package_values(package), entity=messages.entity_values(entity),
+                               order=messages.order_values(package, order), by=actor.login, comment=comment or None,
+                               unsubscribed=unsubscribe),)
     return Outcome(what, (order.id,), (), tuple(n for n in notices if n.to))
 
 
@@ -343,34 +316,34 @@ def decided_text(order: Order) -> str:
     return by + on
 
 
-def _values_lines(values: Mapping[str, Any]) -> list[str]:
-    return [f"  {k}: {v}" for k, v in values.items()] or ["  (no values)"]
-
-
 def _reviewers_notice(package: Package, owner: Entity, entity: Entity, order: Order,
                       informative: bool = False) -> Notice:
-    login = owner.operators[0] if owner.operators else "LOGIN"
-    lines = [f"{entity.label} ({entity.code}) ordered package {package.label} ({package.code}): order {order.id}, "
-             f"by {order.created_by}.", "", "Values:", *_values_lines(order.values), ""]
-    if informative:
-        lines += ["It was approved automatically (the package's approval is automatic); nothing to decide."]
-    else:
-        lines += ["Decide with:",
-                  f"  campflow orders approve {order.id} --as {login} [--comment \"…\"]",
-                  f"  campflow orders reject {order.id} --as {login} --comment \"why\"",
-                  f"or in the Prefect UI: `campflow orders review {order.id}` starts an approve-order flow run; "
-                  "answer the form behind its Resume button."]
-    subject = f"Order {order.id}: {entity.code} orders {package.code}" + (" (approved)" if informative else "")
-    return Notice(tuple(owner.reviewers or owner.emails), subject, "\n".join(lines) + "\n", tag=f"order-{order.id}")
+    """To the central reviewers: an order to decide on (or, informative, approved automatically)."""
+    values = {"package": messages.package_values(package), "entity": messages.entity_values(entity),
+              "order": messages.order_values(package, order)}
+    if not informative:
+        values["review_link"] = messages.link("central", "orders")
+    return messages.notice(package, "order_registered" if informative else "order_to_review",
+                           owner.reviewers or owner.emails, f"order-{order.id}", **values)
 
 
 def _decision_notice(package: Package, entity: Entity, order: Order, line: str | None) -> Notice:
-    lines = [f"Your order {order.id} of package {package.label} ({package.code}) is {order.status}"
-             f"{' by ' + order.decided_by if order.decided_by else ''}.", ""]
-    if order.comment:
-        lines += [f"Comment: {order.comment}", ""]
-    lines += ["Values:", *_values_lines(order.values)]
-    if line:
-        lines += ["", line]
-    return Notice(tuple(entity.emails), f"Order {order.id} for {package.code}: {order.status}",
-                  "\n".join(lines) + "\n", tag=f"order-{order.id}")
+    """To the local entity: its order approved or rejected, the comment, what the approval did."""
+    return messages.notice(package, "order_decided", entity.emails, f"order-{order.id}",
+                           package=messages.package_values(package), entity=messages.entity_values(entity),
+                           order=messages.order_values(package, order), consequence=line)
+
+
+def order_actions(order: Mapping[str, Any], actor: Actor) -> frozenset[str]:
+    """What `actor` may do now to an order (a view of `show_order`): `edit`, `cancel`, `decide`.
+    The buttons a page shows; the actions above check again and say why when they refuse."""
+    status, approval = order["status"], order["approval"]
+    actions = set()
+    if status == "pending" or (status == "approved" and (approval == "automatic"
+                                                         or order["collaboration"] == "by_campaign")):
+        actions.add("edit")
+    if status == "pending" or (status == "approved" and (approval == "automatic" or actor.central)):
+        actions.add("cancel")
+    if status == "pending" and actor.may_decide:
+        actions.add("decide")
+    return frozenset(actions)

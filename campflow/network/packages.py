@@ -145,14 +145,24 @@ def package_state(package: Package, now: dt.datetime) -> str:
 # ---------------------------------------------------------------- form values
 
 
+class FormValuesRefused(CampflowError):
+    """Bad form values: the message lists them all; `fields` maps each field's code (or the
+    unknown name given) to what is wrong with its value, for a form to show beside the field."""
+
+    def __init__(self, message: str, fields: dict[str, str]) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
 def validate_values(package: Package, values: Mapping[str, Any]) -> dict[str, Any]:
     """The form values typed and checked against the package's form, by field code.
 
     Raises:
-        CampflowError: every bad value, naming the field and what it expects.
+        FormValuesRefused: every bad value, naming the field and what it expects.
     """
     fields = {f["code"].upper(): f for f in package.form}
     problems: list[str] = []
+    by_field: dict[str, str] = {}
     typed: dict[str, Any] = {}
     for name, raw in values.items():
         spec = fields.get(name.upper())
@@ -160,6 +170,7 @@ def validate_values(package: Package, values: Mapping[str, Any]) -> dict[str, An
             known = ", ".join(f["code"] for f in package.form)
             problems.append(f"package {package.code} has no field {name!r}"
                             + (f"; its fields: {known}" if known else "; it has no form: order without --value"))
+            by_field[name] = "this package has no such field"
             continue
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             continue
@@ -167,12 +178,13 @@ def validate_values(package: Package, values: Mapping[str, Any]) -> dict[str, An
             typed[spec["code"]] = _typed(spec, raw)
         except ValueError as exc:
             problems.append(f"field {spec['code']} ({spec['label']}): {exc}")
+            by_field[spec["code"]] = str(exc)
     for spec in package.form:
-        if spec.get("required") and spec["code"] not in typed and not any(
-                problem.startswith(f"field {spec['code']} ") for problem in problems):
+        if spec.get("required") and spec["code"] not in typed and spec["code"] not in by_field:
             problems.append(f"field {spec['code']} ({spec['label']}) is required: add --value {spec['code']}=…")
+            by_field[spec["code"]] = "required: give a value"
     if problems:
-        raise CampflowError(f"package {package.code}: " + "; ".join(problems))
+        raise FormValuesRefused(f"package {package.code}: " + "; ".join(problems), by_field)
     return typed
 
 
@@ -310,6 +322,25 @@ def show_package(session: Session, code: str, actor: Actor, now: dt.datetime | N
     access.require_visible_package(session, actor, package)
     if not actor.central and not (is_visible(package, now) and session.get(
             PackageAudience, (package.id, actor.entity_id))):
-        raise CampflowError(f"package {code} is not offered to {actor.entity_code} now; "
-                            "see `campflow packages list`")
+        # AccessDenied: the portal answers 404, as for a package that does not exist
+        raise identity.AccessDenied(f"package {code} is not offered to {actor.entity_code} now; "
+                                    "see `campflow packages list`")
     return package_view(session, package, actor, now)
+
+
+def package_document(session: Session, code: str, number: int, actor: Actor,
+                     now: dt.datetime | None = None) -> tuple[str, bytes]:
+    """Document `number` (1, 2, …) of a package: its file name and bytes, read as the publishing
+    e-mail reads it; for the central entity, or a local entity the package is offered to now.
+
+    Raises:
+        AccessDenied: the package is not offered to the actor's entity now.
+        NotFound: no such package or document.
+        PathRefused: the file is missing or no longer the one the spec named.
+    """
+    from campflow.paths import read_stored
+
+    documents = show_package(session, code, actor, now)["documents"]
+    if not 1 <= number <= len(documents):
+        raise NotFound(f"package {code} has no document {number}; it has {len(documents)}")
+    return Path(documents[number - 1]).name, read_stored(documents[number - 1])

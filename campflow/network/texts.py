@@ -1,58 +1,59 @@
 """The texts of the network's notifications: Jinja2 templates run in the sandbox.
 
 A default set ships in `campflow/network/notices/NAME.txt`; a package overrides any of them in
-its spec (`notices: {NAME: path/to/file.txt}`, read inside the spec's folder when applied).
-A template's first line is `Subject: …`, then a blank line, then the body."""
+its spec (`notices: {NAME: path/to/file.txt}`, read inside the spec's folder and checked when
+applied, stored with the package). A template's first line is `Subject: …`, then the body. The
+notices and the variables each gives are in `campflow.render.notice_texts`.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
-
 from campflow.errors import CampflowError
-from campflow.render.templates import sandbox
+from campflow.render import notice_texts
+from campflow.render.notice_texts import MAX_TEMPLATE, NOTICES, PACKAGE_NOTICES
 
 DEFAULTS = Path(__file__).resolve().parent / "notices"
-MAX_TEMPLATE = 64_000
+__all__ = ["DEFAULTS", "MAX_TEMPLATE", "PACKAGE_NOTICES", "check_template", "default_text", "names",
+           "render_notice"]
+log = logging.getLogger(__name__)
 
 
 def names() -> list[str]:
-    return sorted(p.stem for p in DEFAULTS.glob("*.txt"))
+    return sorted(NOTICES)
 
 
 def default_text(name: str) -> str:
     path = DEFAULTS / f"{name}.txt"
-    if not path.is_file():
+    if name not in NOTICES or not path.is_file():
         raise CampflowError(f"no notification template {name!r}; they are {', '.join(names())}")
     return path.read_text(encoding="utf-8")
 
 
 def check_template(name: str, text: str, where: str) -> None:
-    """Refuse a template that does not parse or lacks its `Subject:` line (at apply time)."""
-    if name not in names():
-        raise CampflowError(f"{where}: no notification {name!r}; the notifications are {', '.join(names())}")
-    if len(text) > MAX_TEMPLATE:
-        raise CampflowError(f"{where}: a notification template holds at most {MAX_TEMPLATE} characters")
-    if not text.startswith("Subject:"):
-        raise CampflowError(f"{where}: a notification template starts with a `Subject: …` line")
-    try:
-        sandbox().parse(text)
-    except TemplateError as exc:
-        raise CampflowError(f"{where} line {getattr(exc, 'lineno', '?')}: {exc}") from None
+    """Refuse a package's template that would not render (at apply time); the message names file:line."""
+    problems = notice_texts.check_template(name, text, where)
+    if problems:
+        raise CampflowError("; ".join(problems))
 
 
 def render_notice(notice: str, overrides: Mapping[str, str] | None, **values: Any) -> tuple[str, str]:
-    """(subject, body) of notification `notice`, from the package's override or the default."""
-    text = (overrides or {}).get(notice) or default_text(notice)
-    env = sandbox()
-    env.undefined = StrictUndefined
+    """(subject, body) of notification `notice`, from the package's override or the default.
+
+    An override was checked when applied; should it still fail (values the samples did not
+    foresee), the default text goes out rather than no message at all.
+    """
+    override = (overrides or {}).get(notice)
+    if override:
+        try:
+            return notice_texts.render_text(override, values)
+        except CampflowError as exc:
+            log.warning("the package's template for %s failed (%s); the default text was sent", notice, exc)
     try:
-        rendered = env.from_string(text).render(**values)
-    except TemplateError as exc:
+        return notice_texts.render_text(default_text(notice), values)
+    except CampflowError as exc:
         raise CampflowError(f"notification template {notice!r} cannot be rendered: {exc}") from None
-    head, _, body = rendered.partition("\n")
-    subject = head.removeprefix("Subject:").strip()
-    return " ".join(subject.split())[:200], body.lstrip("\n")

@@ -16,6 +16,7 @@ from campflow.store.accounts import audit_now
 from campflow.store.identity import AccessDenied
 
 SESSION_HOURS = 12
+MAX_BODY = 12 * 1024 * 1024  # a request body (an uploaded list is at most 10 MB)
 # what the browser may load: our own pages and styles, nothing inline but the styles of the templates
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -34,6 +35,7 @@ def create_app(secret_key: str | None = None, *, https: bool = False) -> FastAPI
     from campflow.portal.views import register
 
     app = FastAPI(title="campflow portal", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.add_middleware(SessionMiddleware, secret_key=secret_key or stored_key(), session_cookie="campflow_session",
                        max_age=SESSION_HOURS * 3600, same_site="lax", https_only=https)
 
@@ -84,3 +86,38 @@ def create_app(secret_key: str | None = None, *, https: bool = False) -> FastAPI
 def not_found(request: Request) -> HTMLResponse:
     return pages.render(request, "error.html", status_code=404, title="Not found",
                         message="There is no such page, or it is not yours to see.")
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes (413) before anything reads it to disk: by its
+    Content-Length, or while it streams in when it has none."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await PlainTextResponse("The request is too large (at most 12 MB).", status_code=413)(
+                scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise TooLarge()
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except TooLarge:
+            await PlainTextResponse("The request is too large (at most 12 MB).", status_code=413)(
+                scope, receive, send)
+
+
+class TooLarge(Exception):
+    pass

@@ -343,6 +343,8 @@ class PackageSpec(Strict):
     form: list[FormFieldSpec] = Field(default_factory=list)
     description: Description | None = None
     documents: list[str] = Field(default_factory=list)  # paths relative to the spec
+    # the package's own notification texts: {notice name: template file relative to the spec}
+    notices: dict[str, str] = Field(default_factory=dict)
 
     _known_zone = field_validator("timezone")(OperationSpec._known_zone.__func__)  # type: ignore[attr-defined]
 

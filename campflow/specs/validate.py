@@ -7,11 +7,13 @@ Reading the files is `campflow.specs.documents`; the checks of one Operation are
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from campflow.core.field_catalog import FieldCatalog
 from campflow.errors import FormulaError, Problem, closest
 from campflow.paths import PathRefused, spec_path
+from campflow.render.notice_texts import MAX_TEMPLATE, check_template
 from campflow.specs.checks import OperationCheck, walk_steps
 from campflow.specs.documents import Document, Loc
 from campflow.specs.schema import OperationSpec, QuestionnaireSpec
@@ -95,7 +97,32 @@ def check_network(doc: Document, known: Known) -> list[Problem]:
                     spec_path(document, doc.source.base, doc.source.also_in)
                 except PathRefused as exc:
                     problems.append(Problem(doc.place(("documents", i)), f"document {exc}"))
+            for name, value in spec.notices.items():
+                try:
+                    path, text = notice_text(doc, value)
+                except PathRefused as exc:
+                    problems.append(Problem(doc.place(("notices", name)), f"notice {name}: {exc}"))
+                    continue
+                problems += [Problem(doc.place(("notices", name)), f"notice {name}: {p}")
+                             for p in check_template(name, text, str(path))]
     return problems
+
+
+def notice_text(doc: Document, value: str) -> tuple[Path, str]:
+    """A package's notification template: the file inside the spec's folder, bounded, as text.
+
+    Raises:
+        PathRefused: outside the folder, missing, too large, or not UTF-8 text.
+    """
+    path = spec_path(value, doc.source.base, doc.source.also_in)
+    if path.stat().st_size > 4 * MAX_TEMPLATE:
+        raise PathRefused(f"{value} is too large for a notification template (at most {MAX_TEMPLATE} characters)")
+    try:
+        return path, path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PathRefused(f"{value} is not UTF-8 text") from None
+    except OSError as exc:
+        raise PathRefused(f"cannot read {value}: {exc.strerror}") from None
 
 
 def overlay(documents: Sequence[Document], known: Known) -> None:

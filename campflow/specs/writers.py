@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from campflow.specs.documents import Document
 from campflow.specs.export import _resolved
+from campflow.specs.validate import notice_text
 from models import (
     Collaborator,
     CustomField,
@@ -161,7 +162,8 @@ def write_package(session: Session, doc: Document) -> str:
         "distribution_id": session.scalar(select(Distribution.id).where(Distribution.code == s.distribution))
         if s.distribution else None,
         "form": [f.model_dump() for f in s.form], "description": s.description,
-        "documents": [_resolved(d, base) for d in s.documents]})
+        "documents": [_resolved(d, base) for d in s.documents],
+        "notices": {name: notice_text(doc, value)[1] for name, value in sorted(s.notices.items())}})
     session.flush()
     package_id = session.scalar(select(Package.id).where(Package.code == s.code))
     wanted = {_entity_id(session, code) for code in s.audience}

@@ -175,9 +175,12 @@ def visible_orders(who: Actor | None) -> ColumnElement[bool]:
 
 
 def may_see_operation(session: Session, who: Actor | None, code: str) -> bool:
-    """Whether `who` sees operation `code` (confidentiality, then the network); an operation that
-    does not exist is not seen."""
-    return bool(session.scalar(select(exists().where(Operation.code == code, visible_operations(who)))))
+    """Whether `who` sees operation `code` or takes part in it (its lists, its children, its
+    package: `involved_operations`); True when there is no such operation, which the caller's own
+    lookup then says. `find_visible_operation` is the strict one (a local actor: its own only)."""
+    if who is None or not session.scalar(select(exists().where(Operation.code == code))):
+        return True
+    return bool(session.scalar(select(exists().where(Operation.code == code, involved_operations(who)))))
 
 
 def find_visible_operation(session: Session, who: Actor | None, code: str, *, involved: bool = False) -> Operation:
@@ -311,13 +314,65 @@ def children_of(session: Session, who: Actor | None, reference: str) -> list[dic
         .order_by(Order.child_operation_id, Order.id))}  # the latest order wins
     targets = dict(session.execute(select(OperationTarget.operation_id, func.count())
                                    .where(OperationTarget.operation_id.in_(ids)).group_by(OperationTarget.operation_id)).all())
-    funnel: dict[int, dict[str, dict[str, int]]] = {}
-    for op, step, status, count in session.execute(
-            select(Step.operation_id, Step.code, StepTarget.status, func.count())
-            .join(StepTarget, StepTarget.step_id == Step.id).where(Step.operation_id.in_(ids))
-            .group_by(Step.operation_id, Step.position, Step.code, StepTarget.status)
-            .order_by(Step.operation_id, Step.position, StepTarget.status)):
-        funnel.setdefault(op, {}).setdefault(step, {})[status] = count
+    funnel = step_funnels(session, ids)
     return [{"code": c.code, "label": c.label, "entity": c.entity, "state": c.state,
              "order": orders.get(c.id, (None, None))[0], "order_status": orders.get(c.id, (None, None))[1],
              "targets": targets.get(c.id, 0), "funnel": funnel.get(c.id, {})} for c in children]
+
+
+# ---------------------------------------------------------------- the audit log
+
+AUDIT_READERS = frozenset({"admin", "central_operator", "reviewer"})
+
+
+def may_read_audit(who: Actor) -> bool:
+    """The audit log is read by the central entity's admins, operators and reviewers (not its
+    collaborators, not local entities)."""
+    return who.central and bool(who.roles & AUDIT_READERS)
+
+
+# ---------------------------------------------------------------- what the portal lists
+
+
+def visible_children(session: Session, who: Actor) -> list[dict[str, Any]]:
+    """Every child operation `who` may see (a local operator: its entity's; the central entity's:
+    all, confidential ones aside), each with its reference, entity, state and funnel (parties per
+    status in each step), by reference then entity."""
+    reference = aliased(Operation)
+    children = session.execute(
+        select(Operation.id, Operation.code, Operation.label, Operation.state, Entity.code.label("entity"),
+               reference.code.label("reference"), reference.label.label("reference_label"))
+        .join(Entity, Entity.id == Operation.owner_entity_id)
+        .join(reference, reference.id == Operation.parent_operation_id)
+        .where(visible_operations(who)).order_by(reference.code, Entity.code, Operation.code)).all()
+    funnel = step_funnels(session, [c.id for c in children])
+    return [{"code": c.code, "label": c.label, "state": c.state, "entity": c.entity, "reference": c.reference,
+             "reference_label": c.reference_label, "funnel": funnel.get(c.id, {})} for c in children]
+
+
+def step_funnels(session: Session, operation_ids: list[int]) -> dict[int, dict[str, dict[str, int]]]:
+    """Parties per status in each step of those operations: operation id → step code → status → count."""
+    funnel: dict[int, dict[str, dict[str, int]]] = {}
+    for op, step, status, count in session.execute(
+            select(Step.operation_id, Step.code, StepTarget.status, func.count())
+            .join(StepTarget, StepTarget.step_id == Step.id).where(Step.operation_id.in_(operation_ids))
+            .group_by(Step.operation_id, Step.position, Step.code, StepTarget.status)
+            .order_by(Step.operation_id, Step.position, StepTarget.status)):
+        funnel.setdefault(op, {}).setdefault(step, {})[status] = count
+    return funnel
+
+
+def operation_view(session: Session, who: Actor, code: str) -> dict[str, Any]:
+    """An operation `who` may see (NotFound as if it did not exist otherwise): its steps, each
+    with its parties per status, and its owner and reference."""
+    operation = find_visible_operation(session, who, code)
+    funnel = step_funnels(session, [operation.id]).get(operation.id, {})
+    steps = [{"code": s.code, "label": s.label, "kind": s.kind, "state": s.state, "funnel": funnel.get(s.code, {})}
+             for s in session.execute(select(Step.code, Step.label, Step.kind, Step.state)
+                                      .where(Step.operation_id == operation.id).order_by(Step.position))]
+    owner = session.scalar(select(Entity.code).where(Entity.id == operation.owner_entity_id)) \
+        if operation.owner_entity_id else None
+    reference = session.scalar(select(Operation.code).where(Operation.id == operation.parent_operation_id)) \
+        if operation.parent_operation_id else None
+    return {"code": operation.code, "label": operation.label, "state": operation.state,
+            "timezone": operation.timezone, "entity": owner, "reference": reference, "steps": steps}

@@ -14,11 +14,12 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from campflow.errors import CampflowError
-from models import Account, AuditEvent, Collaborator, Entity
+from campflow.store.identity import AccessDenied, Actor
+from models import Account, AuditEvent, Collaborator, Entity, Operation, Order, Package
 from models.accounts import ROLES
 
 MAX_FAILURES = 5
@@ -217,9 +218,33 @@ def account_of_link(session: Session, key: str, token: str, max_hours: float,
 def audit(session: Session, login: str | None, action: str, subject: str | None = None, *,
           outcome: str = "ok", entity_id: int | None = None, detail: dict[str, Any] | None = None,
           source: str = "portal", address: str | None = None) -> None:
-    """Keep one event (in the caller's transaction: a refused change keeps its refusal)."""
+    """Keep one event (in the caller's transaction: a refused change keeps its refusal).
+
+    An event about an operation (its lists, its run, an order of a package of it, a page of it)
+    carries the operation's id, so that the audit log shows it only to those who may see the
+    operation (`list_audit`)."""
     session.add(AuditEvent(login=login, action=action, subject=subject, outcome=outcome, entity_id=entity_id,
-                           detail=detail, source=source, address=address))
+                           detail=detail, source=source, address=address,
+                           operation_id=_operation_of(session, subject)))
+
+
+def _operation_of(session: Session, subject: str | None) -> int | None:
+    """The operation an event's subject is about: `order N`, `OP/STEP/ENTITY`, `OP`, or a portal
+    path (/lists/OP/…, /operations/OP, /packages/CODE/…, /orders/N, /central/orders/N/…)."""
+    if not subject:
+        return None
+    parts = [p for p in subject.split("?", 1)[0].replace("order ", "orders/", 1).split("/") if p]
+    if parts[:2] == ["central", "orders"]:
+        parts = parts[1:]
+    if not parts or parts[0] in ("central",):
+        return None
+    if parts[0] == "orders" and len(parts) > 1 and parts[1].isdigit():
+        return session.scalar(select(Package.operation_id).join(Order, Order.package_id == Package.id)
+                              .where(Order.id == int(parts[1])))
+    if parts[0] == "packages" and len(parts) > 1:
+        return session.scalar(select(Package.operation_id).where(Package.code == parts[1]))
+    code = parts[1] if parts[0] in ("lists", "operations") and len(parts) > 1 else parts[0]
+    return session.scalar(select(Operation.id).where(Operation.code == code))
 
 
 def audit_now(login: str | None, action: str, subject: str | None = None, **kwargs: Any) -> None:
@@ -228,6 +253,33 @@ def audit_now(login: str | None, action: str, subject: str | None = None, **kwar
 
     with db.session() as session:
         audit(session, login, action, subject, **kwargs)
+
+
+def list_audit(session: Session, who: Actor, *, login: str | None = None, action: str | None = None,
+               page: int = 1, per_page: int = 50) -> tuple[list[dict[str, Any]], int]:
+    """One page of the audit log, newest first, and how many events match; `login` and `action`
+    filter exactly. Only for the actors `access.may_read_audit` allows."""
+    from campflow.store.access import may_read_audit
+
+    if not may_read_audit(who):
+        raise AccessDenied(f"{who.login} may not read the audit log")
+    query = select(AuditEvent)
+    if not who.admin:  # events about an operation it may not see (confidential) are not shown
+        from campflow.store.access import visible_operations
+
+        query = query.where(or_(AuditEvent.operation_id.is_(None), AuditEvent.operation_id.in_(
+            select(Operation.id).where(visible_operations(who)))))
+    if login:
+        query = query.where(AuditEvent.login == login.strip().lower())
+    if action:
+        query = query.where(AuditEvent.action == action.strip())
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    entities = dict(session.execute(select(Entity.id, Entity.code)).all())
+    events = session.scalars(query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+                             .offset((max(page, 1) - 1) * per_page).limit(per_page))
+    return [{"id": e.id, "at": e.at, "login": e.login, "entity": entities.get(e.entity_id), "action": e.action,
+             "subject": e.subject, "outcome": e.outcome, "detail": e.detail, "source": e.source,
+             "address": e.address} for e in events], total
 
 
 def list_accounts(session: Session) -> list[dict[str, Any]]:

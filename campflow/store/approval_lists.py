@@ -318,3 +318,83 @@ def operation_lists(session: Session, operation: str, actor: Actor, step: str | 
         steps = [s for s in (load_step(session, i) for i in ids) if not s.report]
     return [(s, e) for s in steps for e in entity_lists(session, s.step_id)
             if actor.may_act_for(e.entity_id)]
+
+
+# --- the portal's views of the lists: every list an actor may see, one list a page at a time ---
+
+
+def actor_lists(session: Session, actor: Actor) -> list[tuple[ApprovalStep, EntityList]]:
+    """Every list of every local_approval step (report steps aside) the actor may see: a local
+    operator its entity's, the central entity's all; operations outside its groups left out."""
+    from campflow.store.access import may_see_operation
+
+    entity_id = None if actor.central else actor.entity_id
+    found = session.execute(text("""
+        select distinct o.code, s.position, s.id from local_approval la join step s on s.id = la.step_id
+        join operation o on o.id = s.operation_id
+        where cast(:entity as int) is null or la.entity_id = :entity order by o.code, s.position"""),
+        {"entity": entity_id}).all()
+    lists = []
+    for code, _, step_id in found:
+        if not may_see_operation(session, actor, code):
+            continue
+        step = load_step(session, step_id)
+        if step.report:
+            continue
+        lists += [(step, e) for e in entity_lists(session, step_id, entity_id) if actor.may_act_for(e.entity_id)]
+    return lists
+
+
+def entity_list(session: Session, step: ApprovalStep, actor: Actor, entity: str | None = None) -> EntityList:
+    """One entity's list (`entity`, else the actor's own), without locking it: for reading."""
+    entity_id = entity_id_of(session, entity) if entity else actor.entity_id
+    shown = entity or actor.entity_code
+    if entity_id is None:
+        raise NotFound(f"no list of {shown} in {step.place}")
+    actor.require(entity_id, f"{shown}'s list in {step.place}")
+    found = entity_lists(session, step.step_id, entity_id)
+    if not found:
+        raise NotFound(f"{shown} has no list in {step.place}")
+    return found[0]
+
+
+def _like(words: str) -> str:
+    return "%" + words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def list_page(session: Session, step: ApprovalStep, found: EntityList, *, search: str | None = None,
+              limit: int = 50, offset: int = 0) -> tuple[int, list[tuple]]:
+    """One page of an entity's list (`found`, from entity_list or chosen_list): how many parties
+    match `search` (party code or name, a listed contact's name or code), and the page's rows as
+    list_rows gives them. Only the page is read (LIMIT/OFFSET)."""
+    params = {"step": step.step_id, "op": step.operation_id, "entity": found.entity_id,
+              "q": _like(search.strip()) if search and search.strip() else None,
+              "limit": limit, "offset": offset}
+    where = f"""lap.step_id = :step and lap.entity_id = :entity and (cast(:q as text) is null
+        or p.code ilike :q or p.name ilike :q
+        or exists (select from ({LISTED_CONTACTS}) l join contact c on c.id = l.id
+                   where l.party_id = lap.party_id
+                     and (l.code ilike :q or concat_ws(' ', c.first_name, c.last_name) ilike :q
+                          or concat_ws(' ', c.last_name, c.first_name) ilike :q)))"""
+    total = session.scalar(text(f"""select count(*) from local_approval_party lap join party p on p.id = lap.party_id
+                                    where {where}"""), params)
+    rows = [tuple(r) for r in session.execute(text(f"""
+        select e.code, p.code, p.name, p.city, lap.removed, lap.removed_by, st.status,
+               (select coalesce(jsonb_agg(jsonb_build_array(
+                           l.code, nullif(concat_ws(' ', c.first_name, c.last_name), ''), c.function,
+                           x.contact_id is not null) order by l.code), '[]')
+                from ({LISTED_CONTACTS}) l join contact c on c.id = l.id
+                left join local_approval_contact x on x.step_id = :step and x.contact_id = l.id
+                where l.party_id = lap.party_id)
+        from local_approval_party lap join party p on p.id = lap.party_id join entity e on e.id = lap.entity_id
+        left join step_target st on st.step_id = lap.step_id and st.party_id = lap.party_id
+        where {where} order by p.code limit :limit offset :offset"""), params)]
+    return total, rows
+
+
+def list_members(session: Session, step: ApprovalStep, found: EntityList, codes: list[str]) -> list[str]:
+    """Which of those party codes are in the entity's list."""
+    return list(session.scalars(text("""
+        select p.code from local_approval_party lap join party p on p.id = lap.party_id
+        where lap.step_id = :step and lap.entity_id = :entity and p.code = any(cast(:codes as text[]))"""),
+        {"step": step.step_id, "entity": found.entity_id, "codes": codes}))

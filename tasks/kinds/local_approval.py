@@ -2,7 +2,8 @@
 
 First run: the step's parties are split with the distribution (`campflow.store.approvals`), each
 entity gets its list as an `.xlsx` (a row per contact, a KEEP column to answer in) by e-mail with the deadline
-and the three ways to answer; the parties wait (`to_process`). Later runs send the reminders
+and the link to its page in the portal (the texts: the package's templates, else the defaults of
+`campflow.network.notices`); the parties wait (`to_process`). Later runs send the reminders
 due, move approved lists on (`ok_continue`, removed parties `excluded`, removed contacts taken off the
 operation's target) and drop what was not
 approved by the deadline. With `report: true` the step instead mails each entity a report of
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from campflow.core.kinds import StepContext, StepKind, StepOutcome, register
 from campflow.errors import CampflowError, closest
+from campflow.network.messages import link, operation_notices, render
 from campflow.network.notify import notify
 from campflow.store import approvals
 from campflow.store.approvals import (
@@ -82,8 +84,8 @@ def send_lists(session: Session, ctx: StepContext, step: ApprovalStep, now: dt.d
     for entity in lists:
         path = write_list(session, ctx, step, entity)
         outputs.append(path)
-        if not notify(entity.emails, list_subject(step, entity), list_body(step, entity, path.name),
-                      [path], tag=f"list-{step.step_code}-{entity.entity_code}"):
+        subject, body = list_message(session, "list_to_approve", step, entity, path.name)
+        if not notify(entity.emails, subject, body, [path], tag=f"list-{step.step_code}-{entity.entity_code}"):
             silent.append(entity.entity_code)
         mark_sent(session, entity.approval_id)
     shown = ", ".join(f"{e.entity_code} {e.parties}" for e in lists)
@@ -108,8 +110,8 @@ def follow_up(session: Session, ctx: StepContext, step: ApprovalStep, now: dt.da
             continue  # never the same reminder twice
         path = write_list(session, ctx, step, entity)
         outputs.append(path)
-        notify(entity.emails, f"Reminder: {list_subject(step, entity)}", reminder_body(step, entity, path.name),
-               [path], tag=f"reminder-{step.step_code}-{entity.entity_code}")
+        subject, body = list_message(session, "list_reminder", step, entity, path.name, removed=entity.removed)
+        notify(entity.emails, subject, body, [path], tag=f"reminder-{step.step_code}-{entity.entity_code}")
         mark_sent(session, entity.approval_id, reminders=due)
         reminded.append(entity.entity_code)
     waiting = [e for e in lists if e.status == "pending"]
@@ -156,8 +158,7 @@ def write_list(session: Session, ctx: StepContext, step: ApprovalStep, entity: E
     title = (f"{step.operation_code} — {step.operation_label} — {step.step_code}: {entity.entity_code}'s list to "
              f"approve before {step.local(entity.deadline)}")
     hint = ("KEEP: yes keeps the row's contact; write no (or empty the cell) to remove it — a party goes when all "
-            "its rows say no. Send the file back, or run "
-            f"campflow approvals import {step.operation_code} {step.step_code} FILE --as LOGIN")
+            f"its rows say no. Then upload the file on your list's page: {list_link(step)}")
     with result:
         write_sheet(path, "Liste", (title, hint), LIST_HEADER, LIST_WIDTHS, result, keep_column=True)
     return path
@@ -198,57 +199,20 @@ def _cell(sheet: Any, value: Any, font: Font, fill: PatternFill | None = None) -
 # --- the messages ----------------------------------------------------------------------------
 
 
-def list_subject(step: ApprovalStep, entity: EntityList) -> str:
-    return (f"[{step.operation_code}] {entity.parties} parties to approve for {entity.entity_code} before "
-            f"{step.local(entity.deadline)}")
+def list_link(step: ApprovalStep) -> str:
+    """The list's page in the portal (each entity sees its own list there)."""
+    return link("lists", step.operation_code, step.step_code)
 
 
-def how_to_answer(step: ApprovalStep, entity: EntityList, file: str) -> str:
-    op, code = step.operation_code, step.step_code
-    login = entity.operators[0] if entity.operators else "LOGIN"
-    logins = f" (your login: one of {', '.join(entity.operators)})" if len(entity.operators) > 1 else ""
-    return f"""Three ways to answer{logins}:
-
-1. On the command line:
-     campflow approvals show {op} {code} --as {login}
-     campflow approvals remove {op} {code} PARTY_CODE [PARTY_CODE/CONTACT_CODE…] --as {login}
-     campflow approvals approve {op} {code} --as {login}
-   (PARTY/CONTACT removes one contact and keeps the party; `approvals restore` puts back.)
-
-2. Send the spreadsheet back: in the attached {file} (a row per contact), write "no" in the
-   KEEP column of each contact not to contact (or empty the cell) — a party goes when all its
-   rows say no; leave "yes" for the others; keep every row. Then
-     campflow approvals import {op} {code} {file} --as {login}
-   removes what is marked no and approves the list in one go.
-
-3. In the Prefect UI: `campflow approvals review {op} {code} --entity {entity.entity_code}` starts the
-   flow run "local-approval", which waits in the UI: open it, click Resume, list the party
-   codes (or PARTY/CONTACT) to remove, tick approve and give your login.
-
-Parties not approved by {step.local(entity.deadline)} are not contacted."""
-
-
-def list_body(step: ApprovalStep, entity: EntityList, file: str) -> str:
-    return f"""Hello {entity.entity_label},
-
-The operation {step.operation_code} ({step.operation_label}) plans to contact {entity.parties} parties of
-your area (step {step.step_code}: {step.step_label}). The list is attached ({file}).
-Please remove those (or those of their contacts) that should not be contacted, then approve
-your list before {step.local(entity.deadline)}.
-
-{how_to_answer(step, entity, file)}
-"""
-
-
-def reminder_body(step: ApprovalStep, entity: EntityList, file: str) -> str:
-    return f"""Hello {entity.entity_label},
-
-Your list of the operation {step.operation_code} ({step.operation_label}, step {step.step_code}) is not
-approved yet: {entity.parties} parties, {entity.removed} removed so far. The deadline is
-{step.local(entity.deadline)}. The list as it stands is attached ({file}).
-
-{how_to_answer(step, entity, file)}
-"""
+def list_message(session: Session, notice: str, step: ApprovalStep, entity: EntityList, file: str,
+                 **more: Any) -> tuple[str, str]:
+    """(subject, body) of a list to approve or its reminder: the package's template, else the default."""
+    return render(notice, operation_notices(session, step.operation_id),
+                  operation={"code": step.operation_code, "label": step.operation_label},
+                  step={"code": step.step_code, "label": step.step_label},
+                  entity={"code": entity.entity_code, "label": entity.entity_label}, parties=entity.parties,
+                  deadline=step.local(entity.deadline), file=file, link=list_link(step),
+                  logins=list(entity.operators), **more)
 
 
 # --- report mode -----------------------------------------------------------------------------
@@ -265,13 +229,16 @@ def send_reports(session: Session, ctx: StepContext, step: ApprovalStep) -> Step
     entities = session.execute(text("""
         select e.id, e.code, e.label, e.emails, count(*) from pg_temp.local_split s join entity e on e.id = s.entity_id
         group by e.id order by e.code""")).all()
-    outputs = []
+    outputs, overrides = [], operation_notices(session, step.operation_id)
     for entity_id, code, label, emails, parties in entities:
         path = ctx.output_dir / file_name(step.operation_code, step.step_code, code, "report")
         write_report(session, step, entity_id, code, earlier, path)
         outputs.append(path)
-        notify(emails or (), f"[{step.operation_code}] Report on your {parties} parties ({code})",
-               report_body(step, label, parties, earlier, path.name), [path], tag=f"report-{step.step_code}-{code}")
+        subject, body = render("list_report", overrides, operation={"code": step.operation_code,
+                               "label": step.operation_label}, step={"code": step.step_code, "label": step.step_label},
+                               entity={"code": code, "label": label}, parties=parties, file=path.name,
+                               steps=[f"{step_code} ({kind})" for _, step_code, kind in earlier])
+        notify(emails or (), subject, body, [path], tag=f"report-{step.step_code}-{code}")
     done = mark_processed(session, ctx.step_id)
     unassigned = session.scalar(text("select count(*) from pg_temp.local_split where entity_id is null"))
     message = f"reports sent to {len(entities)} entities ({', '.join(e[1] for e in entities) or 'none'})"
@@ -306,16 +273,6 @@ def write_report(session: Session, step: ApprovalStep, entity_id: int, entity_co
     with result:
         return write_sheet(path, "Rapport", (title,), header, [12, 30, 18, 28, 16] + [18, 30, 17] * len(earlier),
                            (cells(r) for r in result))
-
-
-def report_body(step: ApprovalStep, label: str, parties: int, earlier: Sequence[Any], file: str) -> str:
-    steps = ", ".join(f"{code} ({kind})" for _, code, kind in earlier) or "none"
-    return f"""Hello {label},
-
-Here is the report of the operation {step.operation_code} ({step.operation_label}) on the {parties}
-parties of your area: their status in each step so far ({steps}) is in the attached {file}.
-No answer is needed.
-"""
 
 
 def check_local_approval(step: Any, loc: tuple, checker: Any) -> None:

@@ -63,10 +63,14 @@ def upgrade() -> None:
         sa.Column("detail", JSONB(), nullable=True),
         sa.Column("source", sa.Text(), server_default="portal", nullable=False),
         sa.Column("address", sa.Text(), nullable=True),
+        sa.Column("operation_id", sa.Integer(),
+                  sa.ForeignKey("operation.id", name="fk_audit_event_operation_id_operation", ondelete="SET NULL"),
+                  nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_audit_event"),
     )
     op.create_index("ix_audit_event_login", "audit_event", ["login"])
     op.create_index("ix_audit_event_entity_id", "audit_event", ["entity_id"])
+    op.create_index("ix_audit_event_operation_id", "audit_event", ["operation_id"])
 
 
 def downgrade() -> None:
