@@ -26,11 +26,11 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.types import Text
 
 from campflow.errors import CampflowError, NotFound, closest
-from campflow.store import identity
-from campflow.store.accounts import audit_now
+from campflow.store import db, identity
 from campflow.store.identity import AccessDenied, Actor
 from models import (
     Account,
+    AuditEvent,
     Entity,
     Family,
     Operation,
@@ -62,9 +62,10 @@ def denied(error: AccessDenied, who: Actor | None, subject: str) -> AccessDenied
 def audit_refusal(error: CampflowError, source: str, login: str | None = None) -> None:
     """Keep a refusal in the audit trail, in its own transaction (the refused one rolls back):
     who (the error's, else `login`), what about, why (the message), and where it came in."""
-    audit_now(getattr(error, "login", None) or login, "refused", getattr(error, "subject", None),
-              outcome="refused", entity_id=getattr(error, "entity_id", None), detail={"why": str(error)},
-              source=source)
+    with db.session() as session:  # as `campflow.store.accounts.audit_now`, which reads this module
+        session.add(AuditEvent(login=getattr(error, "login", None) or login, action="refused",
+                               subject=getattr(error, "subject", None), outcome="refused",
+                               entity_id=getattr(error, "entity_id", None), detail={"why": str(error)}, source=source))
 
 
 # ---------------------------------------------------------------- who is acting
