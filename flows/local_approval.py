@@ -18,8 +18,8 @@ from pydantic import Field
 
 from campflow.errors import CampflowError
 from campflow.orchestration.waiting import earlier_refusal, record_refusal, wait_for_answer
-from campflow.store import approval_lists, approvals, db
-from campflow.store.identity import actor
+from campflow.store import access, approval_lists, approvals, db
+from campflow.store.identity import AccessDenied
 
 POLL_SECONDS = 10  # how often a run paused in its process checks for an answer (tests make it short)
 MAX_ANSWERS = 5  # refused answers before the run gives up
@@ -60,8 +60,17 @@ def apply_answer(operation: str, step: str, entity: str, answer: ListApproval) -
     """Apply a form answer in one transaction: removals, then the approval; all or nothing."""
     if not answer.operator.strip():
         raise CampflowError("operator is empty: give your login (an operator of the entity)")
+    try:
+        return _apply(operation, step, entity, answer)
+    except AccessDenied as refused:
+        access.audit_refusal(refused, "flow", answer.operator.strip())
+        raise
+
+
+def _apply(operation: str, step: str, entity: str, answer: ListApproval) -> dict:
     with db.session() as session:
-        who = actor(session, answer.operator.strip())
+        who = access.form_actor(session, answer.operator, f"list {operation}/{step} of {entity}")
+        access.find_visible_operation(session, who, operation, involved=True)
         found = approvals.find_step(session, operation, step)
         chosen = approval_lists.chosen_list(session, found, who, entity)  # refuses another entity's list
         removed = [c.strip() for c in answer.remove if c.strip()]

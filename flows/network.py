@@ -13,7 +13,8 @@ from pydantic import Field
 from campflow.errors import CampflowError
 from campflow.network import orders, packages
 from campflow.orchestration.waiting import earlier_refusal, record_refusal, wait_for_answer
-from campflow.store import db, identity
+from campflow.store import access, db
+from campflow.store.identity import AccessDenied
 
 POLL_SECONDS = 2  # how often a run paused in its process checks for its answer
 MAX_ANSWERS = 5  # refused answers before the run gives up
@@ -24,7 +25,7 @@ class OrderDecision(RunInput):
 
     decision: Literal["approve", "reject"] = Field(description="Approve or reject the order.")
     comment: str = Field(default="", description="Mailed to the local entity; needed to reject.")
-    reviewer: str = Field(description="Your login: one of the central entity's operators.")
+    reviewer: str = Field(description="Your login: one of the central entity's reviewers.")
 
 
 @flow(name="publish-package", flow_run_name="publish {package}")
@@ -112,17 +113,30 @@ def _decide(order: int, answer: OrderDecision) -> packages.Outcome | None:
     """Apply a form answer in one transaction; None when the order was decided meanwhile.
 
     Raises:
-        CampflowError: the reviewer is not a central operator, or a rejection has no comment.
+        CampflowError: the reviewer may not decide it (unknown or disabled login, not the central
+            entity's, not a reviewer, outside the groups of the order's operation: audited, source
+            "flow"), or a rejection has no comment.
     """
-    with db.session() as session:
-        if packages.find_order(session, order, lock=True).status != "pending":
-            return None
-        reviewer = identity.actor(session, answer.reviewer.strip())
-        if not reviewer.central:
-            raise CampflowError(f"reviewer {answer.reviewer!r} acts for {reviewer.entity_code}; only the central "
-                                "entity's operators decide orders: give your own login")
-        action = orders.approve_order if answer.decision == "approve" else orders.reject_order
-        return action(session, order, reviewer, comment=answer.comment)
+    try:
+        with db.session() as session:
+            found = packages.find_order(session, order, lock=True)
+            if found.status != "pending":
+                return None
+            reviewer = access.form_actor(session, answer.reviewer, f"order {order}")
+            if not reviewer.central:
+                raise access.denied(AccessDenied(
+                    f"reviewer {answer.reviewer.strip()!r} acts for {reviewer.entity_code}; only the central "
+                    "entity's operators decide orders: give your own login"), reviewer, f"order {order}")
+            access.require_decider(reviewer, f"order {order}")
+            if not access.may_see_order(session, reviewer, found):
+                raise access.denied(AccessDenied(
+                    f"reviewer {reviewer.login!r} is in none of the groups that may see this order's operation: "
+                    "a reviewer of those groups (or an admin) decides it"), reviewer, f"order {order}")
+            action = orders.approve_order if answer.decision == "approve" else orders.reject_order
+            return action(session, order, reviewer, comment=answer.comment)
+    except AccessDenied as refused:
+        access.audit_refusal(refused, "flow", answer.reviewer.strip() or None)
+        raise
 
 
 def _already_decided(order: int) -> State:

@@ -14,6 +14,7 @@ from campflow.cli import phoning as phoning_commands
 from campflow.cli import run as run_commands
 from campflow.cli.common import err_console
 from campflow.errors import CampflowError
+from campflow.store.identity import AccessDenied
 
 app = typer.Typer(
     name="campflow",
@@ -42,6 +43,8 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except CampflowError as exc:
+        if isinstance(exc, AccessDenied):
+            _audit(exc)
         # escaped: messages quote spec text such as `in: [ok_continue]`, which is no markup
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(1)
@@ -67,6 +70,20 @@ def main() -> None:
         if isinstance(exc, click.exceptions.Exit):
             sys.exit(exc.exit_code)
         raise
+
+
+def _audit(refused: AccessDenied) -> None:
+    """Keep a refusal in the audit trail (source "cli"); the login is the refusal's, else the one
+    the command named."""
+    from campflow.store.access import audit_refusal
+    from campflow.store.identity import login
+
+    args = sys.argv[1:]
+    named = args[args.index("--as") + 1] if "--as" in args[:-1] else None
+    try:
+        audit_refusal(refused, "cli", login(named))
+    except Exception as exc:  # noqa: BLE001 - the refusal is what the operator must read
+        err_console.print(f"[yellow]warning:[/] the refusal below could not be audited ({escape(str(exc))})")
 
 
 def _missing_table(exc: Exception) -> bool:

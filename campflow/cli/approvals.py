@@ -42,11 +42,14 @@ def list_(operation: OperationArg,
 
     Example: campflow approvals list SALON-ERP-2026 --step VALID --as lyon1
     """
+    from campflow.store.access import find_visible_operation
     from campflow.store.approval_lists import operation_lists
     from campflow.store.identity import actor
 
     with db.session() as session:
-        lists = operation_lists(session, operation, actor(session, as_), step)
+        who = actor(session, as_)
+        find_visible_operation(session, who, operation, involved=True)
+        lists = operation_lists(session, operation, who, step)
     data = [{"step": s.step_code, "entity": e.entity_code, "status": e.status, "deadline": e.deadline,
              "deadline_local": s.local(e.deadline), "parties": e.parties, "kept": e.kept, "removed": e.removed,
              "contacts_removed": e.contacts_removed, "waiting": e.waiting, "reminders_sent": e.reminders_sent, "approved_by": e.approved_by,
@@ -71,13 +74,16 @@ def show(operation: OperationArg, step: StepArg, entity: EntityOption = None, as
 
     Example: campflow approvals show SALON-ERP-2026 VALID --as lyon1
     """
+    from campflow.store.access import find_visible_operation
     from campflow.store.approval_lists import list_rows
     from campflow.store.approvals import find_step
     from campflow.store.identity import actor
 
     with db.session() as session:
+        who = actor(session, as_)
+        find_visible_operation(session, who, operation, involved=True)
         found = find_step(session, operation, step)
-        rows = list_rows(session, found, actor(session, as_), entity)
+        rows = list_rows(session, found, who, entity)
     data = [{"entity": r[0], "party": r[1], "name": r[2], "city": r[3], "removed": r[4], "removed_by": r[5],
              "status": r[6], "contacts": [{"code": c, "name": who, "function": function, "removed": gone}
                                           for c, who, function, gone in r[7]]} for r in rows]
@@ -102,12 +108,15 @@ def _contacts(contacts: list[dict]) -> str:
 
 def _change(operation: str, step: str, parties: list[str], removed: bool, entity: str | None,
             as_: str | None, as_json: bool) -> None:
+    from campflow.store.access import find_visible_operation
     from campflow.store.approval_lists import change_parties
     from campflow.store.approvals import find_step
     from campflow.store.identity import actor
 
     with db.session() as session:
-        changes = change_parties(session, find_step(session, operation, step), actor(session, as_), parties,
+        who = actor(session, as_)
+        find_visible_operation(session, who, operation, involved=True)
+        changes = change_parties(session, find_step(session, operation, step), who, parties,
                                  removed=removed, entity=entity)
     if as_json:
         print_json([asdict(c) | {"kept": c.kept} for c in changes])
@@ -153,12 +162,15 @@ def approve(operation: OperationArg, step: StepArg, entity: EntityOption = None,
 
     Example: campflow approvals approve SALON-ERP-2026 VALID --as lyon1
     """
+    from campflow.store.access import find_visible_operation
     from campflow.store.approval_lists import approve as approve_list
     from campflow.store.approvals import find_step
     from campflow.store.identity import actor
 
     with db.session() as session:
-        change = approve_list(session, find_step(session, operation, step), actor(session, as_), entity)
+        who = actor(session, as_)
+        find_visible_operation(session, who, operation, involved=True)
+        change = approve_list(session, find_step(session, operation, step), who, entity)
     if as_json:
         print_json(asdict(change) | {"kept": change.kept})
         return
@@ -179,12 +191,15 @@ def import_(operation: OperationArg, step: StepArg,
 
     Example: campflow approvals import SALON-ERP-2026 VALID SALON-ERP-2026-VALID-LYON.xlsx --as lyon1
     """
+    from campflow.store.access import find_visible_operation
     from campflow.store.approval_lists import import_list
     from campflow.store.approvals import find_step
     from campflow.store.identity import actor
 
     with db.session() as session:
-        change = import_list(session, find_step(session, operation, step), actor(session, as_), file, entity)
+        who = actor(session, as_)
+        find_visible_operation(session, who, operation, involved=True)
+        change = import_list(session, find_step(session, operation, step), who, file, entity)
     if as_json:
         print_json(asdict(change) | {"kept": change.kept})
         return

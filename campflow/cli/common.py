@@ -15,6 +15,9 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 JSON_OPTION_HELP = "Print JSON instead of a table (for scripts)."
+AS_OPTION_HELP = ("The operator acting (default: CAMPFLOW_OPERATOR; naming nobody acts as the administrator): "
+                  "a local entity's operator sees only its own operations, and nobody but an admin sees an "
+                  "operation outside their collaborator groups.")
 
 
 def _default(value: Any) -> Any:

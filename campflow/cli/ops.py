@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.tree import Tree
 
-from campflow.cli.common import JSON_OPTION_HELP, console, escape, print_json, print_table
+from campflow.cli.common import AS_OPTION_HELP, JSON_OPTION_HELP, console, escape, print_json, print_table
 from campflow.errors import CampflowError
 from campflow.store import db
 from campflow.store.operations import OperationView, load_tree, load_view
@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)]
+AsOption = Annotated[str | None, typer.Option("--as", help=AS_OPTION_HELP)]
 
 
 @ops_app.command("tree")
@@ -31,19 +32,24 @@ def tree(
                     "contains WORD (their folders are kept).")] = None,
     family: Annotated[str | None, typer.Option("--family", help="Only this family.")] = None,
     state: Annotated[str | None, typer.Option("--state", help="Only this state.")] = None,
+    as_: AsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Folders and operations, as the CRM's operation tree.
+    """Folders and operations, as the CRM's operation tree (those the operator may see).
 
     Example: campflow ops tree --find salon --state in_preparation
     """
+    from campflow.store.access import cli_actor
+
     with db.session() as session:
-        roots = load_tree(session, find=find, family=family, state=state)
+        who = cli_actor(session, as_)
+        roots = load_tree(session, find=find, family=family, state=state, who=who)
     if as_json:
         print_json(roots)
         return
     if not roots:
-        console.print("no operation matches" if (find or family or state) else "no operation yet")
+        console.print("no operation matches" if (find or family or state) else
+                      "no operation yet" if who is None else "no operation you may see")
         return
     top = Tree("[bold]Operations[/]")
     for node in roots:
@@ -68,14 +74,17 @@ def _add_node(parent: Tree, node: dict[str, Any]) -> None:
 @ops_app.command("show")
 def show(
     operation: Annotated[str, typer.Argument(help="Operation code.")],
+    as_: AsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """An operation: header, step tree with routes, counts per status.
 
-    Example: campflow ops show SALON-ERP-2026
+    Example: campflow ops show SALON-ERP-2026 --as marie
     """
+    from campflow.store.access import cli_actor
+
     with db.session() as session:
-        view = load_view(session, operation)
+        view = load_view(session, operation, cli_actor(session, as_))
     if as_json:
         print_json(view.as_dict())
         return
@@ -111,8 +120,7 @@ def _print_view(view: OperationView) -> None:
 @ops_app.command("children")
 def children(
     operation: Annotated[str, typer.Argument(help="The reference operation (of a by_campaign package).")],
-    as_: Annotated[str | None, typer.Option("--as", help="The operator acting (default: CAMPFLOW_OPERATOR, else "
-                   "the system user): a local entity's operator sees only its own child.")] = None,
+    as_: AsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The local entities' child operations of a reference operation: entity, state, order, funnel.

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from campflow.cli.common import JSON_OPTION_HELP, console, escape, print_json
+from campflow.cli.common import AS_OPTION_HELP, JSON_OPTION_HELP, console, escape, print_json
 from campflow.store import db
 
 status_app = typer.Typer(help="Statuses of parties and contacts in steps.", no_args_is_help=True)
@@ -17,6 +17,7 @@ answers_app = typer.Typer(help="Answers to the questionnaires of steps (call she
                           no_args_is_help=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)]
+AsOption = Annotated[str | None, typer.Option("--as", help=AS_OPTION_HELP)]
 
 
 def register(app: typer.Typer) -> None:
@@ -37,6 +38,7 @@ def set_(
                            "and time (with to_process); read in the operation's timezone unless "
                            "it has an offset.")] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why (kept with the status).")] = None,
+    as_: AsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Set one party's (or one contact's) status in an action step. to_process with
@@ -44,9 +46,11 @@ def set_(
 
     Example: campflow status set SALON-ERP-2026 S2 P001 to_process --callback-at "2026-03-12 14:30"
     """
+    from campflow.store.access import require_operation_access
     from campflow.store.answers import set_status
 
     with db.session() as session:
+        require_operation_access(session, operation, as_, "report")
         result = set_status(session, operation, step, party, status, contact_code=contact,
                             callback_at=callback_at, reason=reason)
     if as_json:
@@ -74,6 +78,7 @@ def import_(
     report: Annotated[Path | None, typer.Option("--report", help="Write every rejected row "
                       "(row;reason) to this CSV file.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_: AsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Import a call sheet: answers, statuses (STATUT) and callbacks (RAPPEL) of a step's
@@ -83,9 +88,11 @@ def import_(
 
     Example: campflow answers import SALON-ERP-2026 S2 appels-S2.xlsx --report rejets.csv
     """
+    from campflow.store.access import require_operation_access
     from campflow.store.answer_imports import import_answers
 
     with db.session() as session:
+        require_operation_access(session, operation, as_, "report")
         result = import_answers(session, operation, step, file, skip_bad_rows=skip_bad_rows,
                                 show_progress=not quiet, report=report)
     if as_json:

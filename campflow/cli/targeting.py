@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from campflow.cli.common import JSON_OPTION_HELP, console, print_json, print_table
+from campflow.cli.common import AS_OPTION_HELP, JSON_OPTION_HELP, console, print_json, print_table
 from campflow.store import db
 
 parties_app = typer.Typer(help="Third parties (clients, prospects, suppliers…).", no_args_is_help=True)
@@ -20,6 +20,7 @@ ReportOption = Annotated[Path | None, typer.Option("--report", help="Write every
                                                    "(row;reason) to this CSV file.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 JsonOption = Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)]
+AsOption = Annotated[str | None, typer.Option("--as", help=AS_OPTION_HELP)]
 
 
 def register(app: typer.Typer) -> None:
@@ -99,6 +100,7 @@ def import_targets(
                                          "columns; the header row is found by keyword.",
                                          exists=True, dir_okay=False)],
     skip_bad_rows: SkipOption = False, report: ReportOption = None, quiet: QuietOption = False,
+    as_: AsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Target the parties (and contacts) of a spreadsheet. Every bad row is reported with its
@@ -107,9 +109,11 @@ def import_targets(
 
     Example: campflow targets import SALON-ERP-2026 examples/data/targets.xlsx
     """
+    from campflow.store.access import require_operation_access
     from campflow.store.targeting import import_targets as run
 
     with db.session() as session:
+        require_operation_access(session, operation, as_, "change")
         result = run(session, operation, file, skip_bad_rows=skip_bad_rows, show_progress=not quiet,
                      report=report)
     _print_target_result(result, as_json, skip_bad_rows)
@@ -121,15 +125,19 @@ def from_step(
     source: Annotated[str, typer.Option("--source", help="OTHER_OPERATION/STEP")],
     processed_only: Annotated[bool, typer.Option("--processed-only", help="Only parties whose status "
                               "is ok_continue or not_processed_continue.")] = False,
+    as_: AsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Target the parties of another operation's step.
 
     Example: campflow targets from-step SALON-ERP-2026 --source SALON-ERP-2025/S6 --processed-only
     """
+    from campflow.store.access import require_operation_access
     from campflow.store.targeting import targets_from_step
 
     with db.session() as session:
+        require_operation_access(session, operation, as_, "change")
+        require_operation_access(session, source.partition("/")[0], as_, "read")
         result = targets_from_step(session, operation, source, processed_only=processed_only)
     _print_target_result(result, as_json)
     if result.rejected and not as_json:
@@ -141,15 +149,18 @@ def add(
     operation: Annotated[str, typer.Argument(help="Operation code.")],
     where: Annotated[str, typer.Option("--where", help="Conditions on party and contact fields, "
                      "e.g. \"VILLE = Paris and (kind in (PRO, CLI) or not CP matches '75*')\"")],
+    as_: AsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Target every party of the operation's kinds that matches conditions.
 
     Example: campflow targets add SALON-ERP-2026 --where "CP matches '69*' and T2.FONCTION = DIRECTION"
     """
+    from campflow.store.access import require_operation_access
     from campflow.store.targeting import targets_add_where
 
     with db.session() as session:
+        require_operation_access(session, operation, as_, "change")
         result = targets_add_where(session, operation, where)
     _print_target_result(result, as_json)
 
@@ -161,15 +172,18 @@ def list_(
     status: Annotated[str | None, typer.Option("--status", help="Only this status (with --step).")] = None,
     sort: Annotated[str, typer.Option("--sort", help="Column to sort by; prefix - to reverse.")] = "code",
     limit: Annotated[int, typer.Option("--limit", help="At most this many rows (0: all).")] = 100,
+    as_: AsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The targets of an operation, or a step's parties with their status.
 
     Example: campflow targets list SALON-ERP-2026 --step S2 --status to_process --sort city
     """
+    from campflow.store.access import require_operation_access
     from campflow.store.targeting import list_targets
 
     with db.session() as session:
+        require_operation_access(session, operation, as_, "read")
         columns, rows, total = list_targets(session, operation, step=step, status=status, sort=sort,
                                             limit=limit or None)
     if as_json:

@@ -25,6 +25,7 @@ from campflow.network.packages import (
     validate_values,
 )
 from campflow.paths import PathRefused, read_stored
+from campflow.store import access
 from campflow.store.identity import AccessDenied, Actor
 from models import Entity, Operation, Order, OrderEvent, Package
 from models.network import LIVE_ORDER_STATUSES
@@ -45,6 +46,7 @@ def publish(session: Session, code: str, actor: Actor, now: dt.datetime | None =
         raise AccessDenied(f"only the central entity's operators publish packages; {actor.login} acts "
                             f"for {actor.entity_code}")
     package = find_package(session, code, lock=True)
+    access.require_visible_package(session, actor, package)
     if package.published_at is not None:
         raise CampflowError(f"package {code} was already published on {local_time(package, package.published_at)} "
                             "and its audience notified; to offer another round, apply a Package with a new code")
@@ -123,6 +125,7 @@ def create_order(session: Session, package_code: str, actor: Actor, values: Mapp
     """
     now = _now(now)
     package = find_package(session, package_code, lock=True)
+    access.require_visible_package(session, actor, package)
     target = _ordering_entity(session, actor, entity)
     if package.collaboration == "by_target_approval":
         raise CampflowError(f"package {package.code} takes no orders (by_target_approval): each entity approves "
@@ -214,6 +217,7 @@ def _approve(session: Session, order: Order, login: str, comment: str | None, no
 
 def _subject_order(session: Session, order_id: int, actor: Actor) -> tuple[Order, Package, Entity]:
     order = find_order(session, order_id, lock=True)
+    access.require_visible_order(session, actor, order)
     entity = _entity(session, order.entity_id)
     actor.require(order.entity_id, f"order {order.id} of {entity.code}")
     return order, session.get_one(Package, order.package_id), entity

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from campflow.errors import CampflowError, NotFound
 from campflow.network.notify import notify
-from campflow.store import db, identity
+from campflow.store import access, db, identity
 from campflow.store.identity import Actor
 from models import Entity, Operation, Order, OrderEvent, Package, PackageAudience
 from models.network import ORDER_STATUSES
@@ -260,24 +260,27 @@ def order_view(session: Session, order: Order, history: bool = False) -> dict[st
 
 
 def show_order(session: Session, order_id: int, actor: Actor) -> dict[str, Any]:
-    """One order with its history (a local actor sees only its own entity's)."""
+    """One order with its history (a local actor sees only its own entity's; nobody outside its
+    operation's groups sees it: `campflow.store.access`)."""
     order = find_order(session, order_id)
+    access.require_visible_order(session, actor, order)
     actor.require(order.entity_id, f"order {order.id} of {_entity(session, order.entity_id).code}")
     return order_view(session, order, history=True)
 
 
 def list_orders(session: Session, actor: Actor, package: str | None = None,
                 status: str | None = None) -> list[dict[str, Any]]:
-    """Orders, newest last; a local actor sees only its own entity's."""
-    query = select(Order).order_by(Order.id)
+    """Orders, newest last; a local actor sees only its own entity's, of packages it may see
+    (`campflow.store.access.visible_orders`)."""
+    query = select(Order).where(access.visible_orders(actor)).order_by(Order.id)
     if status is not None:
         if status not in ORDER_STATUSES:
             raise CampflowError(f"--status must be one of {', '.join(ORDER_STATUSES)}; got {status!r}")
         query = query.where(Order.status == status)
     if package is not None:
-        query = query.where(Order.package_id == find_package(session, package).id)
-    if not actor.central:
-        query = query.where(Order.entity_id == actor.entity_id)
+        found = find_package(session, package)
+        access.require_visible_package(session, actor, found)
+        query = query.where(Order.package_id == found.id)
     return [order_view(session, order) for order in session.scalars(query)]
 
 
@@ -301,9 +304,10 @@ def package_view(session: Session, package: Package, actor: Actor, now: dt.datet
 
 def list_packages(session: Session, actor: Actor, now: dt.datetime | None = None) -> list[dict[str, Any]]:
     """All packages with their state for a central actor; for a local one, those published,
-    visible now and offered to its entity."""
+    visible now and offered to its entity; neither sees a package whose operation is hidden from
+    it (`campflow.store.access.visible_packages`)."""
     now = _now(now)
-    query = select(Package).order_by(Package.code)
+    query = select(Package).where(access.visible_packages(actor)).order_by(Package.code)
     if not actor.central:
         query = query.join(PackageAudience, PackageAudience.package_id == Package.id).where(
             PackageAudience.entity_id == actor.entity_id)
@@ -315,6 +319,7 @@ def show_package(session: Session, code: str, actor: Actor, now: dt.datetime | N
     """One package; a local actor sees it only when it is published, visible and offered to it."""
     now = _now(now)
     package = find_package(session, code)
+    access.require_visible_package(session, actor, package)
     if not actor.central and not (is_visible(package, now) and session.get(
             PackageAudience, (package.id, actor.entity_id))):
         # AccessDenied: the portal answers 404, as for a package that does not exist

@@ -38,8 +38,9 @@ from campflow.specs.writers import (
     write_questionnaire,
     write_state,
 )
-from campflow.store.access import require_access
+from campflow.store.access import audit_refusal, require_access
 from campflow.store.catalog import load_known
+from campflow.store.identity import AccessDenied
 from models import Collaborator, Condition, EntityType, EventCode, Family, Folder, Operation, Questionnaire, Route, Step
 
 APPLY_ORDER = ("Family", "State", "EntityType", "Collaborator", "FieldDictionary",
@@ -124,6 +125,7 @@ def write_operation(session: Session, doc: Document, *, check_owner: bool = True
     operation.label = spec.label
     operation.folder_id = ensure_folder(session, spec.folder)
     operation.family_id = _id_of(session, Family, spec.family)
+    operation.groups = list(spec.groups)
     operation.type_id = _id_of(session, EntityType, spec.type)
     operation.responsible_id = _id_of(session, Collaborator, spec.responsible)
     operation.state = state
@@ -152,6 +154,8 @@ def owner_problems(session: Session, doc: Document, operator: str | None) -> lis
     try:
         require_access(session, code, owner, operator, "change")
     except CampflowError as exc:
+        if isinstance(exc, AccessDenied):
+            audit_refusal(exc, "cli", operator)
         return [Problem(doc.place(), str(exc))]
     return []
 

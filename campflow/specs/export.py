@@ -81,6 +81,7 @@ def export_operation(session: Session, code: str) -> dict[str, Any]:
     data: dict[str, Any] = {"kind": "Operation", "code": op.code, "label": op.label,
                             "folder": folder_path(session, op.folder_id)}
     data["family"] = _code_of(session, Family, op.family_id)
+    data["groups"] = list(op.groups)
     data["type"] = _code_of(session, EntityType, op.type_id)
     data["state"] = op.state
     data["starts_at"] = local_text(op.starts_at, zone) if op.starts_at else None

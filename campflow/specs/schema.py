@@ -93,6 +93,8 @@ class OperationSpec(Strict):
     label: Label
     folder: list[str] = Field(default_factory=list)
     family: Code | None = None
+    # the collaborator groups that may see it; none: its family's (campflow.store.access)
+    groups: list[str] = Field(default_factory=list)
     type: Code | None = None
     state: str = "in_preparation"
     starts_at: dt.datetime | None = None
@@ -112,6 +114,14 @@ class OperationSpec(Strict):
     @classmethod
     def _folder_path(cls, value: Any) -> Any:
         return [part.strip() for part in value.split("/")] if isinstance(value, str) else value
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        names = [name.strip() for name in value]
+        if any(not name for name in names):
+            raise ValueError("a group name is empty; write groups: [DIRECTION, …]")
+        return list(dict.fromkeys(names))
 
     @field_validator("timezone")
     @classmethod

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from campflow.errors import CampflowError, ImportRejected, NotFound, Problem
 from campflow.render.sheet_files import open_sheet
 from campflow.store import approvals
+from campflow.store.access import find_visible_operation
 from campflow.store.approvals import LISTED_CONTACTS, ApprovalStep, EntityList, entity_lists, find_step, load_step
 from campflow.store.identity import Actor
-from campflow.store.operations import find_operation
 
 # The KEEP column of a list: what a cell may say. A blank cell removes the party too, so a
 # store may simply blank out the rows it does not want.
@@ -61,6 +61,7 @@ def entity_id_of(session: Session, code: str) -> int:
 
 def chosen_list(session: Session, step: ApprovalStep, actor: Actor, entity: str | None) -> EntityList:
     """The list an actor acts on: `entity`'s, else its own; refused when not its to touch."""
+    find_visible_operation(session, actor, step.operation_code, involved=True)
     lists = _lock_lists(session, step)
     if entity is None and actor.central:
         codes = ", ".join(e.entity_code for e in lists.values()) or "none yet"
@@ -98,6 +99,7 @@ def change_parties(session: Session, step: ApprovalStep, actor: Actor, codes: li
     tokens = list(dict.fromkeys(c.strip() for c in codes if c and c.strip()))
     if not tokens:
         raise CampflowError("name at least one party code (TIERS), or PARTY/CONTACT for one of its contacts")
+    find_visible_operation(session, actor, step.operation_code, involved=True)
     lists = _lock_lists(session, step)
     only = entity_id_of(session, entity) if entity else (None if actor.central else actor.entity_id)
     if only is not None:
@@ -284,6 +286,7 @@ def list_rows(session: Session, step: ApprovalStep, actor: Actor | None, entity:
     """The parties of the lists an actor may see (None: the system, all): entity, code, name, city,
     removed, removed_by, status in the step, and the listed contacts as (code, name, function,
     removed) lists."""
+    find_visible_operation(session, actor, step.operation_code, involved=True)
     entity_id = entity_id_of(session, entity) if entity else (None if actor is None or actor.central
                                                                else actor.entity_id)
     if entity_id is not None and actor is not None:
@@ -306,7 +309,7 @@ def list_rows(session: Session, step: ApprovalStep, actor: Actor | None, entity:
 def operation_lists(session: Session, operation: str, actor: Actor, step: str | None = None
                     ) -> list[tuple[ApprovalStep, EntityList]]:
     """Every list of the operation's local_approval steps (or of one) that the actor may see."""
-    op = find_operation(session, operation)
+    op = find_visible_operation(session, actor, operation, involved=True)
     if step is not None:
         steps = [find_step(session, operation, step)]
     else:

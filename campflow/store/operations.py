@@ -10,7 +10,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from campflow.core.dates import local_text
-from campflow.errors import NotFound, closest
+from campflow.store.access import find_visible_operation, visible_operations
+from campflow.store.identity import Actor
 from models import (
     Collaborator,
     Condition,
@@ -27,21 +28,23 @@ from models import (
 
 
 def find_operation(session: Session, code: str) -> Operation:
-    op = session.scalars(select(Operation).where(Operation.code == code)).one_or_none()
-    if op is None:
-        known = list(session.scalars(select(Operation.code).order_by(Operation.code).limit(200)))
-        raise NotFound(f"no operation {code}{closest(code, known)}")
-    return op
+    """The operation `code`, for the administrator at its shell and the flows; what an actor asks
+    for goes through `campflow.store.access.find_visible_operation`."""
+    return find_visible_operation(session, None, code)
 
 
 def load_tree(session: Session, *, find: str | None = None, family: str | None = None,
-              state: str | None = None) -> list[dict[str, Any]]:
-    """Folders and the operations that pass the filters, as nested dicts."""
+              state: str | None = None, who: Actor | None = None) -> list[dict[str, Any]]:
+    """Folders and the operations that pass the filters, as nested dicts.
+
+    `who`: only the operations that actor sees (`campflow.store.access.visible_operations`), and
+    only the folders that hold one of them; None: everything (the administrator at its shell)."""
     query = (
         select(Operation, Family.code, func.count(OperationTarget.party_id))
         .outerjoin(Family, Family.id == Operation.family_id)
         .outerjoin(OperationTarget, OperationTarget.operation_id == Operation.id)
         .group_by(Operation.id, Family.code)
+        .where(visible_operations(who))
         .order_by(Operation.code)
     )
     if find:
@@ -62,7 +65,7 @@ def load_tree(session: Session, *, find: str | None = None, family: str | None =
             folder_node(folder.parent_id)["children"].append(node)
         return nodes[folder_id]
 
-    filtered = bool(find or family or state)
+    filtered = bool(find or family or state) or who is not None
     if not filtered:
         for folder_id in folders:
             folder_node(folder_id)
@@ -85,9 +88,12 @@ class OperationView:
         return {**self.header, "steps": self.steps}
 
 
-def load_view(session: Session, code: str) -> OperationView:
-    """One operation: its header, its steps in document order with routes and counts."""
-    op = find_operation(session, code)
+def load_view(session: Session, code: str, who: Actor | None = None) -> OperationView:
+    """One operation: its header, its steps in document order with routes and counts.
+
+    `who`: an operation that actor may not see is "no operation X", as one that does not exist
+    (`campflow.store.access.find_visible_operation`); None: the administrator at its shell."""
+    op = find_visible_operation(session, who, code)
     header = {
         "code": op.code, "label": op.label, "folder": " / ".join(folder_path(session, op.folder_id)),
         "family": _code(session, Family, op.family_id), "type": _code(session, EntityType, op.type_id),
@@ -95,7 +101,7 @@ def load_view(session: Session, code: str) -> OperationView:
         "ends_at": _local(op.ends_at, op.timezone), "timezone": op.timezone,
         "cadence": op.cadence, "responsible": _code(session, Collaborator, op.responsible_id),
         "location": op.location, "progress": op.progress, "party_kinds": ", ".join(op.party_kinds),
-        "template": op.is_template,
+        "template": op.is_template, "groups": ", ".join(op.groups),
         "targets": session.scalar(select(func.count()).where(OperationTarget.operation_id == op.id)),
     }
     steps = list(session.scalars(select(Step).where(Step.operation_id == op.id).order_by(Step.position)))
