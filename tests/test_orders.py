@@ -418,3 +418,52 @@ class TestApproveOrderFlow:
         assert result.code == 0, result.err
         assert f"order {order_id} of LYON for PKG-WINDOW rejected" in result.out
         assert rows("select status, comment from package_order") == [("rejected", "Pas cette fois")]
+
+
+class TestOrdersAtTheSameMoment:
+    """Many stores order one package at once: they do not wait for each other; the same store
+    ordering twice at once gets one order and a clear refusal."""
+
+    def _open_order(self, login: str):
+        """An order placed in a transaction left open (the caller commits or rolls back)."""
+        from campflow.store import db, identity
+
+        session = db._session_factory()()
+        session.begin()
+        orders.create_order(session, "PKG-WINDOW", identity.actor(session, login), now=OPEN)
+        session.flush()
+        return session
+
+    def test_another_store_orders_while_the_first_order_is_not_committed(self, window):
+        first = self._open_order("lyon")
+        try:
+            done = threading.Event()
+            worker = threading.Thread(target=lambda: (order(as_="paris"), done.set()))
+            worker.start()
+            assert done.wait(20), "PARIS's order waited for LYON's transaction"
+            worker.join()
+        finally:
+            first.commit()
+            first.close()
+        assert rows("select e.code, o.status from package_order o join entity e on e.id = o.entity_id "
+                    "order by e.code") == [("LYON", "pending"), ("PARIS", "pending")]
+
+    def test_the_same_store_ordering_twice_at_once_gets_one_order(self, window):
+        first = self._open_order("lyon")
+        refused: list[str] = []
+
+        def second() -> None:
+            try:
+                order(as_="lyon")
+            except CampflowError as exc:
+                refused.append(str(exc))
+
+        worker = threading.Thread(target=second)
+        worker.start()
+        time.sleep(1.0)
+        assert worker.is_alive(), "the second order did not wait for the first"
+        first.commit()
+        first.close()
+        worker.join(20)
+        assert len(refused) == 1 and "already has order" in refused[0], refused
+        assert scalar("select count(*) from package_order") == 1

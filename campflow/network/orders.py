@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from campflow.errors import CampflowError, NotFound
@@ -124,9 +124,13 @@ def create_order(session: Session, package_code: str, actor: Actor, values: Mapp
             deadline or not offered to the entity; a live order exists; a bad form value.
     """
     now = _now(now)
-    package = find_package(session, package_code, lock=True)
+    package = find_package(session, package_code, share=True)
     access.require_visible_package(session, actor, package)
     target = _ordering_entity(session, actor, entity)
+    # one order at a time per package and entity (the second one then sees the first, and says
+    # so); other entities' orders of the same package go on at the same time
+    session.execute(text("select pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                    {"key": f"campflow-order:{package.id}:{target.id}"})
     if package.collaboration == "by_target_approval":
         raise CampflowError(f"package {package.code} takes no orders (by_target_approval): each entity approves "
                             "its list of contacts with `campflow approvals`")

@@ -90,9 +90,13 @@ def _now(now: dt.datetime | None) -> dt.datetime:
     return now or dt.datetime.now(dt.UTC)
 
 
-def find_package(session: Session, code: str, *, lock: bool = False) -> Package:
+def find_package(session: Session, code: str, *, lock: bool = False, share: bool = False) -> Package:
+    """The package `code`; `lock`: locked for a change of it (publishing), `share`: kept from
+    changing while orders are placed (many at once: they do not wait for each other)."""
     query = select(Package).where(Package.code == code)
-    package = session.scalars(query.with_for_update() if lock else query).one_or_none()
+    if lock or share:
+        query = query.with_for_update(read=share and not lock)
+    package = session.scalars(query).one_or_none()
     if package is None:
         from campflow.errors import closest
 
