@@ -31,6 +31,7 @@ import asyncio
 import os
 import random
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -219,6 +220,11 @@ async def store_session(base: str, login: str, until: float, recorder: Recorder,
             await timed(client, recorder, "list search", "GET", f"/lists/BENCH/A1?q=Soci%C3%A9t%C3%A9+{n % 9 + 1}")
 
 
+def stop_servers(env: dict[str, str]) -> None:
+    """Stop the background Prefect server under the bench's CAMPFLOW_HOME (before that folder goes)."""
+    subprocess.run([sys.executable, "-m", "campflow", "stop"], env=env, cwd=ROOT, capture_output=True, check=False)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -277,49 +283,48 @@ def main(argv: list[str] | None = None) -> int:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     port = free_port()
     portal = None
-    env = dict(os.environ)
+    tmp = tempfile.mkdtemp(prefix="campflow_bench_portal_")  # removed last: the Prefect server's home is in it
+    env = {**os.environ, "CAMPFLOW_DATABASE_URL": url, "CAMPFLOW_OUTPUT_DIR": str(Path(tmp) / "out"),
+           # a background Prefect server, as in use: the portal loads the notifications channel from it
+           "CAMPFLOW_PREFECT_SERVER": "local", "CAMPFLOW_SECRET_KEY": "bench-" + "k" * 40,
+           # every session logs in from this one address: lift the per-address limit of public posts
+           "CAMPFLOW_PORTAL_PUBLIC_RATE": "100000",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "CAMPFLOW_HOME": str(Path(tmp) / "home")}
     try:
-        with tempfile.TemporaryDirectory(prefix="campflow_bench_portal_") as tmp:
-            env = {**os.environ, "CAMPFLOW_DATABASE_URL": url, "CAMPFLOW_OUTPUT_DIR": str(Path(tmp) / "out"),
-                   # a background Prefect server, as in use: the portal loads the notifications channel from it
-                   "CAMPFLOW_PREFECT_SERVER": "local", "CAMPFLOW_SECRET_KEY": "bench-" + "k" * 40,
-                   # every session logs in from this one address: lift the per-address limit of public posts
-                   "CAMPFLOW_PORTAL_PUBLIC_RATE": "100000",
-                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "CAMPFLOW_HOME": str(Path(tmp) / "home")}
-            log = open(Path(tmp) / "portal.log", "w")  # noqa: SIM115 - closed with the folder
-            started = time.perf_counter()
-            prepare(env, args.stores, args.parties, conninfo, Path(tmp))
-            print(f"prepared {args.stores} stores, {args.stores * args.parties} parties in "
-                  f"{time.perf_counter() - started:.0f} s")
-            portal = subprocess.Popen([sys.executable, "-m", "campflow", "portal", "--port", str(port),
-                                       "--workers", str(args.workers)], env=env,
-                                      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True)
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/login", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if portal.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the portal did not start: {(Path(tmp) / 'portal.log').read_text()}")
-                time.sleep(0.3)
-            floor, measured = asyncio.run(load(base, args.sessions, args.seconds, args.stores, args.think,
-                                               args.ramp))
-            floor_p95, _, floor_errors = report(f"floor: the login page, {args.sessions} sessions", floor,
-                                                min(15.0, args.seconds))
-            p95, _, errors = report(f"portal: {args.sessions} store sessions", measured, args.seconds)
-            if errors:
-                print("the portal's log:", (Path(tmp) / "portal.log").read_text()[-3000:])
-            print(f"\np95 {p95 * 1000:.0f} ms (goal < 200 ms), floor p95 {floor_p95 * 1000:.0f} ms: "
-                  f"ratio floor/portal {floor_p95 / p95:.2f}; {errors + floor_errors} errors")
+        log = open(Path(tmp) / "portal.log", "w")  # noqa: SIM115 - closed with the folder
+        started = time.perf_counter()
+        prepare(env, args.stores, args.parties, conninfo, Path(tmp))
+        print(f"prepared {args.stores} stores, {args.stores * args.parties} parties in "
+              f"{time.perf_counter() - started:.0f} s")
+        portal = subprocess.Popen([sys.executable, "-m", "campflow", "portal", "--port", str(port),
+                                   "--workers", str(args.workers)], env=env,
+                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/login", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if portal.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the portal did not start: {(Path(tmp) / 'portal.log').read_text()}")
+            time.sleep(0.3)
+        floor, measured = asyncio.run(load(base, args.sessions, args.seconds, args.stores, args.think,
+                                           args.ramp))
+        floor_p95, _, floor_errors = report(f"floor: the login page, {args.sessions} sessions", floor,
+                                            min(15.0, args.seconds))
+        p95, _, errors = report(f"portal: {args.sessions} store sessions", measured, args.seconds)
+        if errors:
+            print("the portal's log:", (Path(tmp) / "portal.log").read_text()[-3000:])
+        print(f"\np95 {p95 * 1000:.0f} ms (goal < 200 ms), floor p95 {floor_p95 * 1000:.0f} ms: "
+              f"ratio floor/portal {floor_p95 / p95:.2f}; {errors + floor_errors} errors")
     finally:
         if portal is not None:
             portal.terminate()
             portal.wait(20)
-            subprocess.run([sys.executable, "-m", "campflow", "stop"], env=env, cwd=ROOT, capture_output=True,
-                           check=False)
+        stop_servers(env)
+        shutil.rmtree(tmp, ignore_errors=True)
         with psycopg.connect(admin_conninfo, autocommit=True) as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
     return 0 if errors + floor_errors == 0 else 1
