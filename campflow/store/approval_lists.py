@@ -282,6 +282,21 @@ def import_list(session: Session, step: ApprovalStep, actor: Actor, path: Path, 
                       len(removed_parties), len(removed_contacts))
 
 
+# a list's rows: entity, party code, name, city, removed, removed_by, status in the step, and the
+# listed contacts as [code, name, function, removed] (list_rows and list_page add where and order)
+_LIST_ROWS = f"""
+        select e.code, p.code, p.name, p.city, lap.removed, lap.removed_by, st.status,
+               (select coalesce(jsonb_agg(jsonb_build_array(
+                           l.code, nullif(concat_ws(' ', c.first_name, c.last_name), ''), c.function,
+                           x.contact_id is not null) order by l.code), '[]')
+                from ({LISTED_CONTACTS}) l join contact c on c.id = l.id
+                left join local_approval_contact x on x.step_id = :step and x.contact_id = l.id
+                where l.party_id = lap.party_id)
+        from local_approval_party lap join party p on p.id = lap.party_id join entity e on e.id = lap.entity_id
+        left join step_target st on st.step_id = lap.step_id and st.party_id = lap.party_id
+"""
+
+
 def list_rows(session: Session, step: ApprovalStep, actor: Actor | None, entity: str | None = None) -> list[tuple]:
     """The parties of the lists an actor may see (None: the system, all): entity, code, name, city,
     removed, removed_by, status in the step, and the listed contacts as (code, name, function,
@@ -292,17 +307,8 @@ def list_rows(session: Session, step: ApprovalStep, actor: Actor | None, entity:
     if entity_id is not None and actor is not None:
         actor.require(entity_id, f"{entity or actor.entity_code}'s list in {step.place}")
     where = "and lap.entity_id = :entity" if entity_id is not None else ""
-    return [tuple(r) for r in session.execute(text(f"""
-        select e.code, p.code, p.name, p.city, lap.removed, lap.removed_by, st.status,
-               (select coalesce(jsonb_agg(jsonb_build_array(
-                           l.code, nullif(concat_ws(' ', c.first_name, c.last_name), ''), c.function,
-                           x.contact_id is not null) order by l.code), '[]')
-                from ({LISTED_CONTACTS}) l join contact c on c.id = l.id
-                left join local_approval_contact x on x.step_id = :step and x.contact_id = l.id
-                where l.party_id = lap.party_id)
-        from local_approval_party lap join party p on p.id = lap.party_id join entity e on e.id = lap.entity_id
-        left join step_target st on st.step_id = lap.step_id and st.party_id = lap.party_id
-        where lap.step_id = :step {where} order by e.code, p.code"""),
+    return [tuple(r) for r in session.execute(text(
+        f"{_LIST_ROWS} where lap.step_id = :step {where} order by e.code, p.code"),
         {"step": step.step_id, "entity": entity_id, "op": step.operation_id})]
 
 
@@ -378,17 +384,8 @@ def list_page(session: Session, step: ApprovalStep, found: EntityList, *, search
                           or concat_ws(' ', c.last_name, c.first_name) ilike :q)))"""
     total = session.scalar(text(f"""select count(*) from local_approval_party lap join party p on p.id = lap.party_id
                                     where {where}"""), params)
-    rows = [tuple(r) for r in session.execute(text(f"""
-        select e.code, p.code, p.name, p.city, lap.removed, lap.removed_by, st.status,
-               (select coalesce(jsonb_agg(jsonb_build_array(
-                           l.code, nullif(concat_ws(' ', c.first_name, c.last_name), ''), c.function,
-                           x.contact_id is not null) order by l.code), '[]')
-                from ({LISTED_CONTACTS}) l join contact c on c.id = l.id
-                left join local_approval_contact x on x.step_id = :step and x.contact_id = l.id
-                where l.party_id = lap.party_id)
-        from local_approval_party lap join party p on p.id = lap.party_id join entity e on e.id = lap.entity_id
-        left join step_target st on st.step_id = lap.step_id and st.party_id = lap.party_id
-        where {where} order by p.code limit :limit offset :offset"""), params)]
+    rows = [tuple(r) for r in session.execute(text(
+        f"{_LIST_ROWS} where {where} order by p.code limit :limit offset :offset"), params)]
     return total, rows
 
 
